@@ -1,0 +1,36 @@
+"""equisae: sparse autoencoders and sparse autoencoder neural operators for model recovery in
+function spaces, in JAX and Equinox."""
+
+from . import data as data, metrics as metrics, train as train
+from ._dictionaries import (
+    AbstractDictionary as AbstractDictionary,
+    Convolutional as Convolutional,
+    Dense as Dense,
+    Lifted as Lifted,
+    operator_norm as operator_norm,
+    Spectral as Spectral,
+)
+from ._encoders import AbstractEncoder as AbstractEncoder, Amortised as Amortised, Unrolled as Unrolled
+from ._grid import Grid as Grid
+from ._layers import (
+    AbstractOperator as AbstractOperator,
+    Conv as Conv,
+    Linear as Linear,
+    Pointwise as Pointwise,
+    SpectralConv as SpectralConv,
+)
+from ._losses import (
+    l1_norm as l1_norm,
+    reconstruction_error as reconstruction_error,
+    SAELoss as SAELoss,
+)
+from ._sae import SAE as SAE
+from ._sparsity import (
+    AbstractSparsity as AbstractSparsity,
+    NonNegSoftThreshold as NonNegSoftThreshold,
+    SoftThreshold as SoftThreshold,
+    TopK as TopK,
+)
+from .train import fit as fit, make_step as make_step, NonFiniteLossError as NonFiniteLossError
+
+__version__ = "0.1.0"

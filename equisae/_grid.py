@@ -1,0 +1,90 @@
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+class Grid(eqx.Module):
+    """A uniform grid of the periodic domain $\\Omega = [0, 1)^d$.
+
+    A function $x : \\Omega \\to \\mathbb{R}^c$ sampled on the grid is an array of shape
+    `(c, *grid.shape)`. Point $i$ of an axis with $n$ points sits at $i / n$, and every point
+    carries the same quadrature weight $1/N$ with $N$ = `grid.size`, so that
+    $\\int_\\Omega f \\approx \\frac{1}{N} \\sum_i f(s_i)$; the rule is exact for trigonometric
+    polynomials below the Nyquist frequency.
+
+    `Grid(())` is the zero-dimensional grid of a single point with weight 1: a vector of $c$
+    numbers is a function on it, and its $L^2$ norm is the Euclidean norm. Codes of shape
+    `(p,)` live there; codes of shape `(p, *spatial)` live on `Grid(spatial)`.
+    """
+
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, shape: int | Sequence[int]):
+        """**Arguments:**
+
+        - `shape`: points per axis, e.g. `128` or `(64, 64)`; `()` for a single point.
+        """
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        self.shape = tuple(int(n) for n in shape)
+
+    def __check_init__(self):
+        for n in self.shape:
+            if n < 1:
+                raise ValueError(f"Grid needs at least one point per axis, got shape {self.shape}.")
+
+    @property
+    def ndim(self) -> int:
+        """The dimension $d$ of the domain."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of points $N$."""
+        return math.prod(self.shape)
+
+    @property
+    def weight(self) -> float:
+        """The quadrature weight $1/N$ of every point."""
+        return 1.0 / self.size
+
+    def points(self) -> Float[Array, "d *spatial"]:
+        """The coordinates of the grid points, shape `(d, *grid.shape)`."""
+        axes = [jnp.arange(n) / n for n in self.shape]
+        return jnp.stack(jnp.meshgrid(*axes, indexing="ij")) if axes else jnp.zeros((0,))
+
+    def check(self, x: Array, name: str = "x", channels: int | None = None) -> None:
+        """Raise a `ValueError` unless `x` has shape `(channels, *grid.shape)`."""
+        expected = ("c" if channels is None else channels, *self.shape)
+        ok = x.ndim == 1 + self.ndim and tuple(x.shape[1:]) == self.shape
+        if channels is not None:
+            ok = ok and x.shape[0] == channels
+        if not ok:
+            shown = "(" + ", ".join(str(e) for e in expected) + ")"
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}, expected {shown}: one example of "
+                f"{'channels' if channels is None else channels} channels on a grid of shape "
+                f"{self.shape}. Batches go through jax.vmap."
+            )
+
+    def integrate(self, f: Float[Array, "*batch"]) -> Float[Array, "..."]:
+        """$\\int_\\Omega f$ over the last `d` axes of `f` (the quadrature rule)."""
+        axes = tuple(range(f.ndim - self.ndim, f.ndim))
+        return jnp.sum(f, axis=axes) * self.weight
+
+    def inner(self, a: Float[Array, "*shape"], b: Float[Array, "*shape"]) -> Float[Array, ""]:
+        """The $L^2(\\Omega)$ inner product $\\sum_c \\int_\\Omega a_c b_c$ of two functions."""
+        return jnp.sum(a * b) * self.weight
+
+    def norm(self, x: Float[Array, "*shape"]) -> Float[Array, ""]:
+        """The $L^2(\\Omega)$ norm $\\|x\\| = (\\sum_c \\int_\\Omega x_c^2)^{1/2}$."""
+        return jnp.sqrt(self.inner(x, x))
+
+
+def code_grid(codes: Array) -> Grid:
+    """The grid that codes of shape `(p, *spatial)` live on (`Grid(())` for `(p,)`)."""
+    return Grid(codes.shape[1:])

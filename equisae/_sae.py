@@ -1,0 +1,35 @@
+import equinox as eqx
+from jaxtyping import Array, Float
+
+from ._dictionaries import AbstractDictionary
+from ._encoders import AbstractEncoder
+from ._grid import Grid
+
+
+class SAE(eqx.Module):
+    """A sparse autoencoder: an encoder for sparse inference and a dictionary as decoder.
+
+    `sae(x, grid)` takes one signal of shape `(channels, *grid.shape)` and returns
+    `(reconstruction, codes)` with $z = E(x)$ and $\\hat x = D z$. For a lifted dictionary the
+    encoder works in the lifted space, $z = E(P x; D_l)$, and $\\hat x = Q D_l z$.
+    Batches go through `jax.vmap(sae, in_axes=(0, None))`.
+    """
+
+    encoder: AbstractEncoder
+    dictionary: AbstractDictionary
+
+    def encode(self, x: Float[Array, "c *spatial"], grid: Grid) -> Float[Array, "p *code_spatial"]:
+        """The codes $z$ of one signal."""
+        grid.check(x, "x", self.dictionary.channels)
+        lifted, dictionary = self.dictionary.lift(x, grid)
+        return self.encoder(lifted, dictionary, grid)
+
+    def decode(self, codes: Float[Array, "p *code_spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+        """The reconstruction $D z$ of one code."""
+        return self.dictionary(codes, grid)
+
+    def __call__(
+        self, x: Float[Array, "c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, "c *spatial"], Float[Array, "p *code_spatial"]]:
+        codes = self.encode(x, grid)
+        return self.decode(codes, grid), codes

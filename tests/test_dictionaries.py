@@ -1,0 +1,170 @@
+import equinox as eqx
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import FAMILIES, dictionary as build, random_codes, relative_error
+
+import equisae as eqs
+
+SHAPES = [(16,), (15,), (6, 8)]
+
+
+def _draw(data):
+    shape = data.draw(st.sampled_from(SHAPES), label="grid")
+    grid = eqs.Grid(shape)
+    channels = data.draw(st.sampled_from([1, 2]), label="channels")
+    concepts = data.draw(st.sampled_from([1, 3]), label="concepts")
+    modes = data.draw(st.sampled_from([1, 3, min(n // 2 + 1 for n in shape)]), label="modes")
+    family = data.draw(st.sampled_from(FAMILIES), label="family")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    dictionary = build(family, grid, channels, concepts, modes, jr.key(seed))
+    return grid, dictionary, jr.key(seed + 1)
+
+
+@hypothesis.given(st.data())
+def test_dictionaries_are_linear_in_the_codes(data):
+    grid, dictionary, key = _draw(data)
+    k = jr.split(key, 3)
+    z1, z2 = random_codes(dictionary, grid, k[0]), random_codes(dictionary, grid, k[1])
+    a, b = jr.normal(k[2], (2,))
+    np.testing.assert_allclose(
+        dictionary(a * z1 + b * z2, grid), a * dictionary(z1, grid) + b * dictionary(z2, grid), atol=1e-4
+    )
+
+
+@hypothesis.given(st.data())
+def test_the_adjoint_identity_holds(data):
+    """<D z, x> in L2(Omega) equals <z, D* x> in the L2 of the codes' grid."""
+    grid, dictionary, key = _draw(data)
+    zkey, xkey = jr.split(key)
+    z = random_codes(dictionary, grid, zkey)
+    x = jr.normal(xkey, (dictionary.channels,) + grid.shape)
+    left = grid.inner(dictionary(z, grid), x)
+    right = eqs.Grid(z.shape[1:]).inner(z, dictionary.adjoint(x, grid))
+    np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-5)
+
+
+@hypothesis.given(st.data())
+def test_the_atoms_are_the_images_of_unit_codes(data):
+    """D z = sum_k z_k d_k for vector codes, and sum_k d_k * z_k (the quadrature-weighted
+    circular convolution, computed by FFT) for function codes."""
+    grid, dictionary, key = _draw(data)
+    z = random_codes(dictionary, grid, key)
+    atoms = dictionary.atoms(grid)
+    if z.ndim == 1:
+        expected = jnp.tensordot(z, atoms, axes=1)
+    else:
+        axes = tuple(range(-grid.ndim, 0))
+        product = jnp.fft.fftn(atoms, axes=axes) * jnp.fft.fftn(z, axes=axes)[:, None]
+        expected = jnp.sum(jnp.fft.ifftn(product, axes=axes).real, axis=0) * grid.weight
+    np.testing.assert_allclose(dictionary(z, grid), expected, atol=1e-4)
+
+
+@hypothesis.given(st.data())
+def test_normalise_gives_unit_atoms(data):
+    grid, dictionary, key = _draw(data)
+    scaled = dictionary.rescale(jr.uniform(key, (dictionary.concepts,), minval=0.1, maxval=5.0))
+    np.testing.assert_allclose(scaled.normalise(grid).atom_norms(grid), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["dense", "convolutional", "spectral"])
+def test_new_dictionaries_start_with_unit_atoms(family):
+    grid = eqs.Grid(16)
+    dictionary = build(family, grid, 2, 3, 5, jr.key(0))
+    np.testing.assert_allclose(dictionary.atom_norms(grid), 1.0, rtol=1e-5)
+
+
+def test_spectral_with_all_modes_spans_the_full_width_convolutional_model():
+    """An SAE-FNO dictionary with every mode equals an SAE-CNN one with full-width filters."""
+    grid = eqs.Grid(16)
+    conv = eqs.Convolutional(grid, 2, 3, 16, key=jr.key(0))
+    spectral = eqs.Spectral(grid, 2, 3, None, key=jr.key(1))
+    coefficients = jnp.fft.rfft(conv.atoms(grid), axis=-1, norm="forward")  # (p, c, modes)
+    spectral = eqx.tree_at(
+        lambda d: d.conv.weight, spectral, jnp.stack([coefficients.real, coefficients.imag])
+    )
+    z = jr.normal(jr.key(2), (3, 16))
+    np.testing.assert_allclose(spectral(z, grid), conv(z, grid), atol=1e-5)
+
+
+def test_spectral_dictionaries_act_on_any_grid_and_dense_ones_refuse():
+    train, other = eqs.Grid(32), eqs.Grid(64)
+    spectral = eqs.Spectral(train, 1, 2, 4, key=jr.key(0))
+    assert spectral(jnp.zeros((2, 64)), other).shape == (1, 64)
+    dense = eqs.Dense(train, 1, 2, key=jr.key(0))
+    with pytest.raises(ValueError, match="do not transfer"):
+        dense(jnp.zeros(2), other)
+
+
+@pytest.mark.parametrize("shape,modes", [((16,), 10), ((8, 8), (6, 3)), ((8, 8), (2, 6))])
+def test_modes_above_the_nyquist_limit_are_refused(shape, modes):
+    grid = eqs.Grid(shape)
+    eqs.Spectral(grid, 1, 2, tuple(n // 2 + 1 for n in shape), key=jr.key(0))  # the limit itself
+    with pytest.raises(ValueError, match="Nyquist"):
+        eqs.Spectral(grid, 1, 2, modes, key=jr.key(0))
+
+
+def test_filters_wider_than_the_grid_are_refused():
+    with pytest.raises(ValueError, match="exceeds"):
+        eqs.Convolutional(eqs.Grid(8), 1, 2, 9, key=jr.key(0))
+
+
+@pytest.mark.parametrize("field,value", [("concepts", 0), ("channels", -1)])
+def test_counts_must_be_positive(field, value):
+    kwargs = {"channels": 1, "concepts": 2, field: value}
+    with pytest.raises(ValueError, match=field):
+        eqs.Dense(eqs.Grid(8), key=jr.key(0), **kwargs)
+
+
+def test_lifted_checks_its_channels_and_linearity():
+    grid = eqs.Grid(8)
+    inner = eqs.Spectral(grid, 4, 2, 3, key=jr.key(0))
+    with pytest.raises(ValueError, match="inner dictionary has 4"):
+        eqs.Lifted(eqs.Pointwise(1, 3, key=jr.key(1)), inner, eqs.Pointwise(4, 1, key=jr.key(2)))
+    with pytest.raises(ValueError, match="linear"):
+        eqs.Lifted(
+            eqs.Pointwise(1, 4, key=jr.key(1)), inner, eqs.Pointwise(4, 1, use_bias=True, key=jr.key(2))
+        )
+
+
+def test_lifted_inference_happens_in_the_lifted_space():
+    grid = eqs.Grid(8)
+    lifting = eqs.Pointwise(1, 4, key=jr.key(1))
+    inner = eqs.Spectral(grid, 4, 2, 3, key=jr.key(0))
+    lifted = eqs.Lifted(lifting, inner, eqs.Pointwise(4, 1, key=jr.key(2)))
+    x = jr.normal(jr.key(3), (1, 8))
+    signal, dictionary = lifted.lift(x, grid)
+    np.testing.assert_allclose(signal, lifting(x))
+    assert dictionary is inner
+    z = jr.normal(jr.key(4), (2, 8))
+    assert relative_error(lifted(z, grid), lifted.projection(inner(z, grid))) == 0.0
+
+
+def test_operator_norm_is_the_largest_eigenvalue_of_the_normal_operator():
+    grid = eqs.Grid(())
+    dense = eqs.Dense(grid, 20, 30, key=jr.key(0))
+    exact = jnp.linalg.norm(dense.weight, ord=2) ** 2
+    np.testing.assert_allclose(eqs.operator_norm(dense, grid, 200), exact, rtol=1e-3)
+    assert eqs.operator_norm(dense, grid, 5) <= exact * (1 + 1e-5)
+
+
+def test_adjoint_refuses_a_signal_of_the_wrong_shape():
+    grid = eqs.Grid(16)
+    spectral = eqs.Spectral(grid, 2, 3, 4, key=jr.key(0))
+    with pytest.raises(ValueError, match=r"expected \(2, 16\)"):
+        spectral.adjoint(jnp.zeros((1, 16)), grid)
+    with pytest.raises(ValueError, match=r"expected \(3, 16\)"):
+        spectral(jnp.zeros((2, 16)), grid)
+
+
+def test_dictionaries_work_under_jit_and_vmap():
+    grid = eqs.Grid(16)
+    for family in FAMILIES:
+        dictionary = build(family, grid, 1, 3, 4, jr.key(0))
+        codes = jr.normal(jr.key(1), (5,) + dictionary.code_shape(grid))
+        batched = eqx.filter_jit(lambda d, z: jax.vmap(d, in_axes=(0, None))(z, grid))(dictionary, codes)
+        np.testing.assert_allclose(batched[2], dictionary(codes[2], grid), atol=1e-5)
