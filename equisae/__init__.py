@@ -1,16 +1,20 @@
 """equisae: sparse autoencoders and sparse autoencoder neural operators for model recovery in
 function spaces, in JAX and Equinox."""
 
-from . import data as data, metrics as metrics, train as train
+from . import data as data, metrics as metrics, plotting as plotting, train as train
 from ._dictionaries import (
     AbstractDictionary as AbstractDictionary,
     Convolutional as Convolutional,
     Dense as Dense,
     Lifted as Lifted,
-    operator_norm as operator_norm,
     Spectral as Spectral,
+    operator_norm as operator_norm,
 )
-from ._encoders import AbstractEncoder as AbstractEncoder, Amortised as Amortised, Unrolled as Unrolled
+from ._encoders import (
+    AbstractEncoder as AbstractEncoder,
+    Amortised as Amortised,
+    Unrolled as Unrolled,
+)
 from ._grid import Grid as Grid
 from ._layers import (
     AbstractOperator as AbstractOperator,
@@ -20,9 +24,9 @@ from ._layers import (
     SpectralConv as SpectralConv,
 )
 from ._losses import (
+    SAELoss as SAELoss,
     l1_norm as l1_norm,
     reconstruction_error as reconstruction_error,
-    SAELoss as SAELoss,
 )
 from ._sae import SAE as SAE
 from ._sparsity import (
@@ -31,6 +35,6 @@ from ._sparsity import (
     SoftThreshold as SoftThreshold,
     TopK as TopK,
 )
-from .train import fit as fit, make_step as make_step, NonFiniteLossError as NonFiniteLossError
+from .train import NonFiniteLossError as NonFiniteLossError, fit as fit, make_step as make_step
 
 __version__ = "0.1.0"

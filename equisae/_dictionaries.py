@@ -5,10 +5,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
 from ._grid import Grid, code_grid
-from ._layers import AbstractOperator, Conv, Pointwise, SpectralConv
+from ._layers import AbstractOperator, Pointwise, SpectralConv, _per_axis
 
 
 class AbstractDictionary(eqx.Module):
@@ -25,7 +26,9 @@ class AbstractDictionary(eqx.Module):
     channels: eqx.AbstractVar[int]
 
     @abc.abstractmethod
-    def __call__(self, codes: Float[Array, "p *code_spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def __call__(
+        self, codes: Float[Array, " p *code_spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
         """The signal $D z$ on `grid` for codes $z$ of shape `code_shape(grid)`."""
 
     @abc.abstractmethod
@@ -36,7 +39,9 @@ class AbstractDictionary(eqx.Module):
     def rescale(self, factors: Float[Array, " p"]) -> "AbstractDictionary":
         """A copy whose atom $k$ is multiplied by `factors[k]`."""
 
-    def adjoint(self, x: Float[Array, "c *spatial"], grid: Grid) -> Float[Array, "p *code_spatial"]:
+    def adjoint(
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         """The $L^2(\\Omega)$ adjoint $D^* x$, defined by
         $\\langle D z, x \\rangle_{L^2(\\Omega)} = \\langle z, D^* x \\rangle$ (codes in the
         $L^2$ of their own grid), derived from `__call__` by `jax.linear_transpose`.
@@ -46,11 +51,13 @@ class AbstractDictionary(eqx.Module):
         (transposed,) = jax.linear_transpose(lambda z: self(z, grid), codes)(x * grid.weight)
         return transposed / code_grid(codes).weight
 
-    def normal(self, codes: Float[Array, "p *code_spatial"], grid: Grid) -> Float[Array, "p *code_spatial"]:
+    def normal(
+        self, codes: Float[Array, " p *code_spatial"], grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         """$D^* D z$, the normal operator of the inner least-squares problem."""
         return self.adjoint(self(codes, grid), grid)
 
-    def atoms(self, grid: Grid) -> Float[Array, "p c *spatial"]:
+    def atoms(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         """The atoms as functions on `grid`: $D$ applied to unit codes (a unit vector, or a
         spike of unit mass at the origin for function codes)."""
         shape = self.code_shape(grid)
@@ -70,11 +77,27 @@ class AbstractDictionary(eqx.Module):
         return self.rescale(1.0 / jnp.maximum(norms, jnp.finfo(norms.dtype).tiny))
 
     def lift(
-        self, x: Float[Array, "c *spatial"], grid: Grid
-    ) -> tuple[Float[Array, "h *spatial"], "AbstractDictionary"]:
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, " h *spatial"], "AbstractDictionary"]:
         """The signal and the dictionary that sparse inference works with: `(x, self)`,
         or `(P x, D_l)` for a lifted dictionary."""
         return x, self
+
+
+def _multiply(multipliers: Array, x_hat: Array) -> Array:
+    """$\\hat y_o = \\sum_i M_{io} \\hat x_i$ at every frequency."""
+    return jnp.einsum("io...,i...->o...", multipliers, x_hat)
+
+
+def _multiply_transpose(multipliers: Array, y_hat: Array) -> Array:
+    """$\\hat x_i = \\sum_o \\overline{M_{io}} \\hat y_o$ at every frequency."""
+    return jnp.einsum("io...,o...->i...", jnp.conj(multipliers), y_hat)
+
+
+def _multiply_normal(multipliers: Array, x_hat: Array) -> Array:
+    """$M^H M \\hat x$ at every frequency, through the $p \\times p$ Gram matrices."""
+    gram = jnp.einsum("io...,jo...->ij...", jnp.conj(multipliers), multipliers)
+    return jnp.einsum("ij...,j...->i...", gram, x_hat)
 
 
 class Dense(AbstractDictionary):
@@ -84,7 +107,7 @@ class Dense(AbstractDictionary):
     For vectors use `Grid(())`: the atoms are then vectors of length `channels`.
     """
 
-    weight: Float[Array, "m p"]
+    weight: Float[Array, " m p"]
     grid: Grid
     channels: int = eqx.field(static=True)
     concepts: int = eqx.field(static=True)
@@ -104,7 +127,7 @@ class Dense(AbstractDictionary):
         self.concepts = concepts
         self.weight = self.normalise(grid).weight
 
-    def __call__(self, codes: Float[Array, " p"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def __call__(self, codes: Float[Array, " p"], grid: Grid) -> Float[Array, " c *spatial"]:
         self._check_grid(grid)
         return (self.weight @ codes).reshape((self.channels,) + self.grid.shape)
 
@@ -122,26 +145,36 @@ class Dense(AbstractDictionary):
     def rescale(self, factors: Float[Array, " p"]) -> "Dense":
         return eqx.tree_at(lambda d: d.weight, self, self.weight * factors)
 
-    def atoms(self, grid: Grid) -> Float[Array, "p c *spatial"]:
+    def atoms(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         self._check_grid(grid)
         return self.weight.T.reshape((self.concepts, self.channels) + grid.shape)
 
 
 class Convolutional(AbstractDictionary):
-    """The dictionary of an SAE-CNN: atom $k$ is the convolution with a filter of `width`
-    grid points, $D z = \\sum_k \\kappa_k * z_k$ with the quadrature-weighted circular
-    convolution $(\\kappa * z)(s_i) = \\frac1N \\sum_j \\kappa(s_j) z(s_i - s_j)$.
+    """The dictionary of an SAE-CNN: atom $k$ is the circular convolution with a filter of
+    `width` grid points per axis, $D z = \\sum_k \\kappa_k * z_k$ with the quadrature-weighted
+    convolution $(\\kappa * z)(s_i) = \\frac1N \\sum_j \\kappa(s_j)\\, z(s_i - s_j)$.
     Codes have shape `(p, *spatial)`.
 
-    The filter taps are grid values: on another grid the same taps give another function.
+    `weight[c, k, j]` is the value of $\\kappa_k$ (channel $c$) at the offset
+    $j - \\lfloor w/2 \\rfloor$ grid points from the origin, so the filter is centred there.
+    The taps are grid values: on another grid the same taps give another function. The
+    convolution is computed with FFTs, $O(N \\log N)$ whatever the width.
     """
 
-    conv: Conv
+    weight: Float[Array, " c p *width"]
     channels: int = eqx.field(static=True)
     concepts: int = eqx.field(static=True)
+    width: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
-        self, grid: Grid, channels: int, concepts: int, width: int | Sequence[int], *, key: PRNGKeyArray
+        self,
+        grid: Grid,
+        channels: int,
+        concepts: int,
+        width: int | Sequence[int],
+        *,
+        key: PRNGKeyArray,
     ):
         """**Arguments:**
 
@@ -151,23 +184,66 @@ class Convolutional(AbstractDictionary):
         - `key`: a `jax.random` key.
         """
         _check_positive(channels=channels, concepts=concepts)
-        self.conv = Conv(concepts, channels, width, num_spatial_dims=grid.ndim, key=key)
-        if any(w > n for w, n in zip(self.conv.width, grid.shape)):
-            raise ValueError(f"filter width {self.conv.width} exceeds the grid {grid.shape}.")
+        self.width = _per_axis("width", width, grid.ndim)
+        self.check_grid(grid)
+        self.weight = jr.normal(key, (channels, concepts) + self.width)
         self.channels = channels
         self.concepts = concepts
-        self.conv = self.normalise(grid).conv
+        self.weight = self.normalise(grid).weight
 
-    def __call__(self, codes: Float[Array, "p *spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def check_grid(self, grid: Grid) -> None:
+        """Raise a `ValueError` unless the filters fit on `grid`."""
+        if grid.ndim != len(self.width) or any(w > n for w, n in zip(self.width, grid.shape)):
+            raise ValueError(f"filters of width {self.width} do not fit on the grid {grid.shape}.")
+
+    def kernels(self, grid: Grid) -> Float[Array, " c p *spatial"]:
+        """The filters placed on `grid`, centred at the origin (circularly)."""
+        self.check_grid(grid)
+        kernels = self.weight
+        for a, (w, n) in enumerate(zip(self.width, grid.shape)):
+            index = (np.arange(w) - w // 2) % n
+            kernels = jnp.moveaxis(kernels, 2 + a, 0)
+            kernels = jnp.zeros((n,) + kernels.shape[1:], kernels.dtype).at[index].set(kernels)
+            kernels = jnp.moveaxis(kernels, 0, 2 + a)
+        return kernels
+
+    def multipliers(self, grid: Grid) -> Complex[Array, " p c *half"]:
+        """The Fourier coefficients $\\hat\\kappa_k(f)$ of the filters on `grid`
+        (`norm="forward"`, so that $\\widehat{D z} = \\sum_k \\hat\\kappa_k \\hat z_k$)."""
+        axes = tuple(range(2, 2 + grid.ndim))
+        return jnp.swapaxes(jnp.fft.rfftn(self.kernels(grid), axes=axes, norm="forward"), 0, 1)
+
+    def _fft(self, x: Array) -> Array:
+        return jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
+
+    def _ifft(self, x_hat: Array, grid: Grid) -> Array:
+        return jnp.fft.irfftn(x_hat, s=grid.shape, axes=tuple(range(1, x_hat.ndim)), norm="forward")
+
+    def __call__(
+        self, codes: Float[Array, " p *spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
         grid.check(codes, "codes", self.concepts)
-        return self.conv(codes) * grid.weight
+        return self._ifft(_multiply(self.multipliers(grid), self._fft(codes)), grid)
+
+    def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* x = \\sum_c \\bar{\\hat\\kappa}_{kc} \\hat x_c$ in Fourier (a correlation)."""
+        grid.check(x, "signal", self.channels)
+        return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
+
+    def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* D z$ with the $p \\times p$ Gram matrix of the filters at every frequency."""
+        grid.check(codes, "codes", self.concepts)
+        return self._ifft(_multiply_normal(self.multipliers(grid), self._fft(codes)), grid)
 
     def code_shape(self, grid: Grid) -> tuple[int, ...]:
         return (self.concepts,) + grid.shape
 
     def rescale(self, factors: Float[Array, " p"]) -> "Convolutional":
-        scale = factors.reshape((1, -1) + (1,) * len(self.conv.width))
-        return eqx.tree_at(lambda d: d.conv.weight, self, self.conv.weight * scale)
+        scale = factors.reshape((1, -1) + (1,) * len(self.width))
+        return eqx.tree_at(lambda d: d.weight, self, self.weight * scale)
+
+    def atoms(self, grid: Grid) -> Float[Array, " p c *spatial"]:
+        return jnp.swapaxes(self.kernels(grid), 0, 1)
 
 
 class Spectral(AbstractDictionary):
@@ -219,12 +295,27 @@ class Spectral(AbstractDictionary):
         """$K$, the Fourier modes kept per axis."""
         return self.conv.modes
 
-    def __call__(self, codes: Float[Array, "p *spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def __call__(
+        self, codes: Float[Array, " p *spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
         grid.check(codes, "codes", self.concepts)
         return self.conv(codes)
 
     def code_shape(self, grid: Grid) -> tuple[int, ...]:
         return (self.concepts,) + grid.shape
+
+    def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* x = F^{+} W^H F x$: one forward and one inverse FFT."""
+        grid.check(x, "signal", self.channels)
+        w = self.conv.multipliers(grid.shape)
+        return self.conv.from_modes(_multiply_transpose(w, self.conv.to_modes(x)), grid.shape)
+
+    def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* D z = F^{+} W^H W F z$ with the $p \\times p$ Gram matrix of every kept mode:
+        one forward and one inverse FFT per application (half the work of $D^*(D z)$)."""
+        grid.check(codes, "codes", self.concepts)
+        w = self.conv.multipliers(grid.shape)
+        return self.conv.from_modes(_multiply_normal(w, self.conv.to_modes(codes)), grid.shape)
 
     def rescale(self, factors: Float[Array, " p"]) -> "Spectral":
         scale = factors.reshape((1, -1) + (1,) * (self.conv.weight.ndim - 2))
@@ -284,7 +375,9 @@ class Lifted(AbstractDictionary):
     def channels(self) -> int:
         return self.projection.out_channels
 
-    def __call__(self, codes: Float[Array, "p *code_spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def __call__(
+        self, codes: Float[Array, " p *code_spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
         return self.projection(self.inner(codes, grid))
 
     def code_shape(self, grid: Grid) -> tuple[int, ...]:
@@ -294,8 +387,8 @@ class Lifted(AbstractDictionary):
         return eqx.tree_at(lambda d: d.inner, self, self.inner.rescale(factors))
 
     def lift(
-        self, x: Float[Array, "c *spatial"], grid: Grid
-    ) -> tuple[Float[Array, "h *spatial"], AbstractDictionary]:
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, " h *spatial"], AbstractDictionary]:
         grid.check(x, "x", self.channels)
         return self.lifting(x), self.inner
 
@@ -306,7 +399,9 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive whole number, got {value}.")
 
 
-def operator_norm(dictionary: AbstractDictionary, grid: Grid, iterations: int = 30) -> Float[Array, ""]:
+def operator_norm(
+    dictionary: AbstractDictionary, grid: Grid, iterations: int = 30
+) -> Float[Array, " "]:
     """An estimate of $\\|D\\|^2 = \\|D^* D\\|$ (the Lipschitz constant of the gradient of
     $\\tfrac12\\|x - Dz\\|^2$) by `iterations` steps of power iteration from a fixed random
     start. The estimate approaches $\\|D\\|^2$ from below.

@@ -22,8 +22,8 @@ class AbstractEncoder(eqx.Module):
 
     @abc.abstractmethod
     def __call__(
-        self, x: Float[Array, "c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> Float[Array, "p *code_spatial"]:
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         """The codes of one signal `x` of shape `(channels, *grid.shape)`."""
 
 
@@ -39,8 +39,8 @@ class Amortised(AbstractEncoder):
     sparsity: AbstractSparsity
 
     def __call__(
-        self, x: Float[Array, "c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> Float[Array, "p *code_spatial"]:
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         u = self.layer(x)
         expected = dictionary.code_shape(grid)
         if u.shape != expected:
@@ -100,14 +100,14 @@ class Unrolled(AbstractEncoder):
         self.power_iterations = power_iterations
         self.step_safety = step_safety
 
-    def step_size(self, dictionary: AbstractDictionary, grid: Grid) -> Float[Array, ""]:
+    def step_size(self, dictionary: AbstractDictionary, grid: Grid) -> Float[Array, " "]:
         """The step $t = 1/(\\text{safety}\\cdot\\|D\\|^2)$, held constant for gradients."""
         lipschitz = operator_norm(dictionary, grid, self.power_iterations)
         return jax.lax.stop_gradient(1.0 / (self.step_safety * lipschitz))
 
     def __call__(
-        self, x: Float[Array, "c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> Float[Array, "p *code_spatial"]:
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         t = self.step_size(dictionary, grid)
         target = dictionary.adjoint(x, grid)
         z0 = jnp.zeros_like(target)

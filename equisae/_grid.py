@@ -52,7 +52,7 @@ class Grid(eqx.Module):
         """The quadrature weight $1/N$ of every point."""
         return 1.0 / self.size
 
-    def points(self) -> Float[Array, "d *spatial"]:
+    def points(self) -> Float[Array, " d *spatial"]:
         """The coordinates of the grid points, shape `(d, *grid.shape)`."""
         axes = [jnp.arange(n) / n for n in self.shape]
         return jnp.stack(jnp.meshgrid(*axes, indexing="ij")) if axes else jnp.zeros((0,))
@@ -71,16 +71,16 @@ class Grid(eqx.Module):
                 f"{self.shape}. Batches go through jax.vmap."
             )
 
-    def integrate(self, f: Float[Array, "*batch"]) -> Float[Array, "..."]:
+    def integrate(self, f: Float[Array, " *batch"]) -> Float[Array, " ..."]:
         """$\\int_\\Omega f$ over the last `d` axes of `f` (the quadrature rule)."""
         axes = tuple(range(f.ndim - self.ndim, f.ndim))
         return jnp.sum(f, axis=axes) * self.weight
 
-    def inner(self, a: Float[Array, "*shape"], b: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def inner(self, a: Float[Array, " *shape"], b: Float[Array, " *shape"]) -> Float[Array, " "]:
         """The $L^2(\\Omega)$ inner product $\\sum_c \\int_\\Omega a_c b_c$ of two functions."""
         return jnp.sum(a * b) * self.weight
 
-    def norm(self, x: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def norm(self, x: Float[Array, " *shape"]) -> Float[Array, " "]:
         """The $L^2(\\Omega)$ norm $\\|x\\| = (\\sum_c \\int_\\Omega x_c^2)^{1/2}$."""
         return jnp.sqrt(self.inner(x, x))
 

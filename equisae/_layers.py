@@ -21,7 +21,7 @@ class AbstractOperator(eqx.Module):
     out_channels: eqx.AbstractVar[int]
 
     @abc.abstractmethod
-    def __call__(self, x: Float[Array, "in *spatial"]) -> Float[Array, "out *spatial"]:
+    def __call__(self, x: Float[Array, " in *spatial"]) -> Float[Array, " out *spatial"]:
         """Apply the layer to one function `x` of shape `(in_channels, *spatial)`."""
 
 
@@ -45,8 +45,8 @@ class Pointwise(AbstractOperator):
     On the zero-dimensional grid (`x` of shape `(in_channels,)`) it is a dense layer.
     """
 
-    weight: Float[Array, "out in"]
-    bias: Float[Array, "out"] | None
+    weight: Float[Array, " out in"]
+    bias: Float[Array, " out"] | None
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
 
@@ -65,7 +65,7 @@ class Pointwise(AbstractOperator):
         self.in_channels = in_channels
         self.out_channels = out_channels
 
-    def __call__(self, x: Float[Array, "in *spatial"]) -> Float[Array, "out *spatial"]:
+    def __call__(self, x: Float[Array, " in *spatial"]) -> Float[Array, " out *spatial"]:
         _check_channels(self, x)
         y = jnp.tensordot(self.weight, x, axes=(1, 0))
         if self.bias is not None:
@@ -83,8 +83,8 @@ class Conv(AbstractOperator):
     resolutions.
     """
 
-    weight: Float[Array, "out in *width"]
-    bias: Float[Array, "out"] | None
+    weight: Float[Array, " out in *width"]
+    bias: Float[Array, " out"] | None
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
     width: tuple[int, ...] = eqx.field(static=True)
@@ -116,7 +116,7 @@ class Conv(AbstractOperator):
         self.out_channels = out_channels
         self.width = width
 
-    def __call__(self, x: Float[Array, "in *spatial"]) -> Float[Array, "out *spatial"]:
+    def __call__(self, x: Float[Array, " in *spatial"]) -> Float[Array, " out *spatial"]:
         _check_channels(self, x)
         spatial = x.shape[1:]
         if len(spatial) != len(self.width) or any(w > n for w, n in zip(self.width, spatial)):
@@ -192,7 +192,7 @@ class SpectralConv(AbstractOperator):
     resolves them. On a coarser grid the modes above its Nyquist frequency are dropped.
     """
 
-    weight: Float[Array, "2 in out *modes"]
+    weight: Float[Array, " 2 in out *modes"]
     in_channels: int = eqx.field(static=True)
     out_channels: int = eqx.field(static=True)
     modes: tuple[int, ...] = eqx.field(static=True)
@@ -223,34 +223,68 @@ class SpectralConv(AbstractOperator):
         self.modes = modes
 
     @property
-    def complex_weight(self) -> Complex[Array, "in out *modes"]:
+    def complex_weight(self) -> Complex[Array, " in out *modes"]:
         """The Fourier multipliers $W(f)$, stored as real and imaginary parts in `weight`
         (real parameters keep every optimiser correct: JAX's gradient with respect to a
         complex parameter is the conjugate of the descent direction)."""
         return self.weight[0] + 1j * self.weight[1]
 
-    def __call__(self, x: Float[Array, "in *spatial"]) -> Float[Array, "out *spatial"]:
-        _check_channels(self, x)
-        spatial = x.shape[1:]
+    def _indices(self, spatial: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
         if len(spatial) != len(self.modes):
             raise ValueError(
                 f"SpectralConv with modes {self.modes} acts on {len(self.modes)}-D functions, "
-                f"got input shape {tuple(x.shape)}."
+                f"got a grid of shape {spatial}."
             )
-        axes = tuple(range(1, x.ndim))
-        x_hat = jnp.fft.rfftn(x, axes=axes, norm="forward")
-        weight = self.complex_weight
-        indices = []
-        for a, (k, n) in enumerate(zip(self.modes, spatial)):
-            spectrum, w = mode_index(k, n, last=a == len(spatial) - 1)
+        last = len(spatial) - 1
+        return [
+            mode_index(k, n, last=a == last) for a, (k, n) in enumerate(zip(self.modes, spatial))
+        ]
+
+    def to_modes(self, x: Float[Array, " c *spatial"]) -> Complex[Array, " c *kept"]:
+        """The kept Fourier coefficients $\\hat x(f)$ of `x` on its grid."""
+        x_hat = jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
+        for a, (spectrum, _) in enumerate(self._indices(x.shape[1:])):
             x_hat = _gather(x_hat, spectrum, axis=1 + a)
-            weight = _gather(weight, w, axis=2 + a)
-            indices.append(spectrum)
-        y_hat = jnp.einsum("i...,io...->o...", x_hat, weight)
+        return x_hat
+
+    def from_modes(
+        self, y_hat: Complex[Array, " c *kept"], spatial: tuple[int, ...]
+    ) -> Float[Array, " c *spatial"]:
+        """The function on the grid `spatial` with these kept Fourier coefficients (the
+        transpose of `to_modes` up to the quadrature weights)."""
         half = spatial[:-1] + (spatial[-1] // 2 + 1,)
-        for a, (index, n) in enumerate(zip(indices, half)):
-            y_hat = _scatter(y_hat, index, n, axis=1 + a)
-        return jnp.fft.irfftn(y_hat, s=spatial, axes=axes, norm="forward")
+        for a, ((spectrum, _), n) in enumerate(zip(self._indices(spatial), half)):
+            y_hat = _scatter(y_hat, spectrum, n, axis=1 + a)
+        return jnp.fft.irfftn(
+            y_hat, s=spatial, axes=tuple(range(1, len(spatial) + 1)), norm="forward"
+        )
+
+    def multipliers(self, spatial: tuple[int, ...]) -> Complex[Array, " in out *kept"]:
+        """$W(f)$ for the modes kept on the grid `spatial`, made consistent with real
+        functions: on the self-conjugate modes (last-axis frequency 0, and its Nyquist
+        frequency when kept) $W(f)$ and $\\overline{W(-f)}$ are averaged, which is what the
+        inverse real FFT would do implicitly. So the layer is exactly
+        $x \\mapsto F^{+} W F x$ and its transpose is $F^{+} W^{H} F$."""
+        weight = self.complex_weight
+        indices = self._indices(spatial)
+        for a, (_, w) in enumerate(indices):
+            weight = _gather(weight, w, axis=2 + a)
+        n_last, kept_last = spatial[-1], weight.shape[-1]
+        self_conjugate = [0] + (
+            [kept_last - 1] if n_last % 2 == 0 and kept_last - 1 == n_last // 2 else []
+        )
+        column = weight[..., self_conjugate]
+        mirrored = column
+        for a in range(len(spatial) - 1):
+            length = column.shape[2 + a]
+            mirrored = jnp.take(mirrored, np.mod(-np.arange(length), length), axis=2 + a)
+        return weight.at[..., self_conjugate].set(0.5 * (column + jnp.conj(mirrored)))
+
+    def __call__(self, x: Float[Array, " in *spatial"]) -> Float[Array, " out *spatial"]:
+        _check_channels(self, x)
+        spatial = x.shape[1:]
+        y_hat = jnp.einsum("i...,io...->o...", self.to_modes(x), self.multipliers(spatial))
+        return self.from_modes(y_hat, spatial)
 
 
 class Linear(eqx.Module):
@@ -260,8 +294,8 @@ class Linear(eqx.Module):
     The encoder weights of an amortised SAE with vector codes.
     """
 
-    weight: Float[Array, "out m"]
-    bias: Float[Array, "out"] | None
+    weight: Float[Array, " out m"]
+    bias: Float[Array, " out"] | None
     in_shape: tuple[int, ...] = eqx.field(static=True)
     out_features: int = eqx.field(static=True)
 
@@ -288,7 +322,7 @@ class Linear(eqx.Module):
         self.in_shape = in_shape
         self.out_features = out_features
 
-    def __call__(self, x: Float[Array, "*shape"]) -> Float[Array, "out"]:
+    def __call__(self, x: Float[Array, " *shape"]) -> Float[Array, " out"]:
         if tuple(x.shape) != self.in_shape:
             raise ValueError(f"Linear expects an input of shape {self.in_shape}, got {x.shape}.")
         y = self.weight @ x.ravel()

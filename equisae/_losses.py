@@ -9,13 +9,13 @@ from ._sae import SAE
 
 
 def reconstruction_error(
-    x: Float[Array, "c *spatial"], reconstruction: Float[Array, "c *spatial"], grid: Grid
-) -> Float[Array, ""]:
+    x: Float[Array, " c *spatial"], reconstruction: Float[Array, " c *spatial"], grid: Grid
+) -> Float[Array, " "]:
     """$\\tfrac12\\|x - \\hat x\\|^2_{L^2(\\Omega)}$ for one signal."""
     return 0.5 * grid.inner(x - reconstruction, x - reconstruction)
 
 
-def l1_norm(codes: Float[Array, "p *code_spatial"]) -> Float[Array, ""]:
+def l1_norm(codes: Float[Array, " p *code_spatial"]) -> Float[Array, " "]:
     """$\\|z\\|_{L^1} = \\sum_k \\int |z_k|$ for one code (a plain sum for vector codes)."""
     return jnp.sum(jnp.abs(codes)) * code_grid(codes).weight
 
@@ -25,10 +25,13 @@ class SAELoss(eqx.Module):
     $\\frac1B \\sum_b \\tfrac12\\|x_b - \\hat x_b\\|^2_{L^2(\\Omega)} + \\mu \\|z_b\\|_{L^1}$
     with $\\mu$ = `l1`.
 
-    With a model-based encoder that solves the lasso with penalty $\\lambda$, set `l1` to
-    $\\lambda$: the loss is then the lasso objective at the inferred codes, the classic
-    dictionary-learning objective. With `l1=0` any dictionary that reconstructs the data from
-    dense codes scores as well as the true one, and concepts are not recovered.
+    With a model-based encoder that solves the lasso with penalty $\\lambda$: `l1` $= 0$
+    trains on reconstruction alone (backpropagation through the inference then compensates the
+    shrinkage of the codes), `l1` $= \\lambda$ gives the classic dictionary-learning objective,
+    the lasso objective at the inferred codes. For convolutional and spectral dictionaries a
+    small `l1` (a fraction of $\\lambda$) matters: with none, a dictionary that reconstructs the
+    data from dense codes scores as well as the true one; with the full $\\lambda$ the
+    shrinkage biases the atoms.
 
     `loss(model, batch, grid)` returns `(value, aux)`, where `aux` holds the batch means of the
     reconstruction error, $\\|z\\|_{L^1}$, $L_0$ (non-zero code entries per example) and the
@@ -42,8 +45,8 @@ class SAELoss(eqx.Module):
             raise ValueError(f"SAELoss l1 weight must be >= 0, got {self.l1}.")
 
     def __call__(
-        self, model: SAE, batch: Float[Array, "batch c *spatial"], grid: Grid
-    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+        self, model: SAE, batch: Float[Array, " batch c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, " "], dict[str, Float[Array, " "]]]:
         reconstruction, codes = jax.vmap(model, in_axes=(0, None))(batch, grid)
         error = jax.vmap(reconstruction_error, in_axes=(0, 0, None))(batch, reconstruction, grid)
         l1 = jax.vmap(l1_norm)(codes)

@@ -18,18 +18,22 @@ class SAE(eqx.Module):
     encoder: AbstractEncoder
     dictionary: AbstractDictionary
 
-    def encode(self, x: Float[Array, "c *spatial"], grid: Grid) -> Float[Array, "p *code_spatial"]:
+    def encode(
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> Float[Array, " p *code_spatial"]:
         """The codes $z$ of one signal."""
         grid.check(x, "x", self.dictionary.channels)
         lifted, dictionary = self.dictionary.lift(x, grid)
         return self.encoder(lifted, dictionary, grid)
 
-    def decode(self, codes: Float[Array, "p *code_spatial"], grid: Grid) -> Float[Array, "c *spatial"]:
+    def decode(
+        self, codes: Float[Array, " p *code_spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
         """The reconstruction $D z$ of one code."""
         return self.dictionary(codes, grid)
 
     def __call__(
-        self, x: Float[Array, "c *spatial"], grid: Grid
-    ) -> tuple[Float[Array, "c *spatial"], Float[Array, "p *code_spatial"]]:
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, " c *spatial"], Float[Array, " p *code_spatial"]]:
         codes = self.encode(x, grid)
         return self.decode(codes, grid), codes

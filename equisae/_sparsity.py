@@ -45,12 +45,12 @@ class AbstractSparsity(eqx.Module):
 
     @abc.abstractmethod
     def __call__(
-        self, u: Float[Array, "*shape"], step: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "*shape"]:
+        self, u: Float[Array, " *shape"], step: float | Float[ArrayLike, " "] = 1.0
+    ) -> Float[Array, " *shape"]:
         """$\\mathrm{prox}_{tR}(u)$ for the step $t$ = `step`."""
 
     @abc.abstractmethod
-    def penalty(self, z: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def penalty(self, z: Float[Array, " *shape"]) -> Float[Array, " "]:
         """$R(z)$, summed over all entries (`inf` outside the penalty's domain)."""
 
 
@@ -62,10 +62,10 @@ class SoftThreshold(AbstractSparsity):
     unless `learnable=True`; a learned threshold is used through $\\max(\\lambda, 0)$.
     """
 
-    threshold: Float[Array, "*p"]
+    threshold: Float[Array, " *p"]
     learnable: bool = eqx.field(static=True)
 
-    def __init__(self, threshold: float | Float[ArrayLike, "*p"], *, learnable: bool = False):
+    def __init__(self, threshold: float | Float[ArrayLike, " *p"], *, learnable: bool = False):
         _check_nonnegative("SoftThreshold threshold (lambda)", threshold)
         self.threshold = jnp.asarray(threshold, dtype=float)
         self.learnable = learnable
@@ -74,11 +74,11 @@ class SoftThreshold(AbstractSparsity):
         return _effective_threshold(self.threshold, self.learnable, u)
 
     def __call__(
-        self, u: Float[Array, "*shape"], step: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "*shape"]:
+        self, u: Float[Array, " *shape"], step: float | Float[ArrayLike, " "] = 1.0
+    ) -> Float[Array, " *shape"]:
         return jnp.sign(u) * jax.nn.relu(jnp.abs(u) - step * self._lambda(u))
 
-    def penalty(self, z: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def penalty(self, z: Float[Array, " *shape"]) -> Float[Array, " "]:
         return jnp.sum(self._lambda(z) * jnp.abs(z))
 
 
@@ -90,10 +90,12 @@ class NonNegSoftThreshold(AbstractSparsity):
     ReLU-with-bias activation of a standard SAE.
     """
 
-    threshold: Float[Array, "*p"]
+    threshold: Float[Array, " *p"]
     learnable: bool = eqx.field(static=True)
 
-    def __init__(self, threshold: float | Float[ArrayLike, "*p"] = 0.0, *, learnable: bool = False):
+    def __init__(
+        self, threshold: float | Float[ArrayLike, " *p"] = 0.0, *, learnable: bool = False
+    ):
         _check_nonnegative("NonNegSoftThreshold threshold (lambda)", threshold)
         self.threshold = jnp.asarray(threshold, dtype=float)
         self.learnable = learnable
@@ -102,11 +104,11 @@ class NonNegSoftThreshold(AbstractSparsity):
         return _effective_threshold(self.threshold, self.learnable, u)
 
     def __call__(
-        self, u: Float[Array, "*shape"], step: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "*shape"]:
+        self, u: Float[Array, " *shape"], step: float | Float[ArrayLike, " "] = 1.0
+    ) -> Float[Array, " *shape"]:
         return jax.nn.relu(u - step * self._lambda(u))
 
-    def penalty(self, z: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def penalty(self, z: Float[Array, " *shape"]) -> Float[Array, " "]:
         value = jnp.sum(self._lambda(z) * z)
         return jnp.where(jnp.all(z >= 0), value, jnp.inf)
 
@@ -131,8 +133,8 @@ class TopK(AbstractSparsity):
         self.nonnegative = nonnegative
 
     def __call__(
-        self, u: Float[Array, "*shape"], step: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "*shape"]:
+        self, u: Float[Array, " *shape"], step: float | Float[ArrayLike, " "] = 1.0
+    ) -> Float[Array, " *shape"]:
         if self.k > u.size:
             raise ValueError(
                 f"TopK(k={self.k}) keeps more entries than the codes have: codes of shape "
@@ -142,7 +144,7 @@ class TopK(AbstractSparsity):
         _, index = jax.lax.top_k(jnp.abs(flat), self.k)
         return jnp.zeros_like(flat).at[index].set(flat[index]).reshape(u.shape)
 
-    def penalty(self, z: Float[Array, "*shape"]) -> Float[Array, ""]:
+    def penalty(self, z: Float[Array, " *shape"]) -> Float[Array, " "]:
         feasible = jnp.sum(z != 0) <= self.k
         if self.nonnegative:
             feasible = feasible & jnp.all(z >= 0)

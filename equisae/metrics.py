@@ -12,8 +12,8 @@ ArrayLike = Array | np.ndarray
 
 
 def explained_variance(
-    x: Float[ArrayLike, "batch *shape"], reconstruction: Float[ArrayLike, "batch *shape"]
-) -> Float[Array, ""]:
+    x: Float[ArrayLike, " batch *shape"], reconstruction: Float[ArrayLike, " batch *shape"]
+) -> Float[Array, " "]:
     """$1 - \\sum_b \\|x_b - \\hat x_b\\|^2 / \\sum_b \\|x_b - \\bar x\\|^2$, with $\\bar x$ the
     batch mean: the fraction of the variance about the mean that the reconstruction explains."""
     x, reconstruction = jnp.asarray(x), jnp.asarray(reconstruction)
@@ -22,14 +22,14 @@ def explained_variance(
     return 1.0 - residual / spread
 
 
-def l0(codes: Float[ArrayLike, "batch p *code_spatial"]) -> Float[Array, ""]:
+def l0(codes: Float[ArrayLike, " batch p *code_spatial"]) -> Float[Array, " "]:
     """The mean number of non-zero code entries per example (over concepts and, for function
     codes, grid points)."""
     codes = jnp.asarray(codes)
     return jnp.mean(jnp.sum(codes != 0, axis=tuple(range(1, codes.ndim))))
 
 
-def dead_fraction(codes: Float[ArrayLike, "batch p *code_spatial"]) -> Float[Array, ""]:
+def dead_fraction(codes: Float[ArrayLike, " batch p *code_spatial"]) -> Float[Array, " "]:
     """The fraction of concepts whose code is zero on every example of the batch."""
     codes = jnp.asarray(codes)
     active = jnp.any(codes != 0, axis=(0,) + tuple(range(2, codes.ndim)))
@@ -45,11 +45,11 @@ def _unit(atoms: np.ndarray) -> np.ndarray:
 
 
 def cosine_similarity(
-    a: Float[ArrayLike, "p *shape"],
-    b: Float[ArrayLike, "q *shape"],
+    a: Float[ArrayLike, " p *shape"],
+    b: Float[ArrayLike, " q *shape"],
     *,
     shift_invariant: bool = False,
-) -> tuple[Float[np.ndarray, "p q"], Int[np.ndarray, "p q d"]]:
+) -> tuple[Float[np.ndarray, " p q"], Int[np.ndarray, " p q d"]]:
     """The cosine $\\langle a_i, b_j \\rangle / \\|a_i\\|\\|b_j\\|$ between every pair of atoms.
 
     Atoms have shape `(channels, *spatial)`. With `shift_invariant`, the cosine is maximised in
@@ -76,7 +76,9 @@ def cosine_similarity(
     return cos, shifts
 
 
-def mutual_coherence(atoms: Float[ArrayLike, "p *shape"], *, shift_invariant: bool = False) -> float:
+def mutual_coherence(
+    atoms: Float[ArrayLike, " p *shape"], *, shift_invariant: bool = False
+) -> float:
     """$\\max_{i \\ne j} |\\cos(d_i, d_j)|$ (over shifts too with `shift_invariant`)."""
     cos, _ = cosine_similarity(atoms, atoms, shift_invariant=shift_invariant)
     np.fill_diagonal(cos, 0.0)
@@ -95,7 +97,7 @@ class Recovery(eqx.Module):
     cosine: Float[np.ndarray, " p"]
     match: Int[np.ndarray, " p"]
     sign: Float[np.ndarray, " p"]
-    shift: Int[np.ndarray, "p d"]
+    shift: Int[np.ndarray, " p d"]
     threshold: float = eqx.field(static=True)
 
     @property
@@ -113,7 +115,22 @@ class Recovery(eqx.Module):
         """The mean sine distance over true atoms."""
         return float(np.mean(self.sine_distance))
 
-    def align(self, codes: Shaped[ArrayLike, "batch q *code_spatial"]) -> Float[np.ndarray, "batch p *code_spatial"]:
+    def align_atoms(self, atoms: Float[ArrayLike, " q *shape"]) -> Float[np.ndarray, " p *shape"]:
+        """Put learned atoms in the order, sign and position of the true atoms they match
+        (zeros for unmatched true atoms), for plotting them on top of each other."""
+        atoms = np.asarray(atoms)
+        out = np.zeros((len(self.match),) + atoms.shape[1:], dtype=atoms.dtype)
+        axes = tuple(range(2, atoms.ndim))
+        for i, j in enumerate(self.match):
+            if j >= 0:
+                out[i] = self.sign[i] * np.roll(
+                    atoms[j], tuple(-self.shift[i]), axis=tuple(a - 1 for a in axes)
+                )
+        return out
+
+    def align(
+        self, codes: Shaped[ArrayLike, " batch q *code_spatial"]
+    ) -> Float[np.ndarray, " batch p *code_spatial"]:
         """Put learned codes in the order, sign and position of the true concepts: the learned
         code matched to true concept $i$, times its sign, shifted by its shift (the shift that
         moves a learned atom onto the true one moves its code the other way). Unmatched true
@@ -128,8 +145,8 @@ class Recovery(eqx.Module):
 
 
 def recovery(
-    true_atoms: Float[ArrayLike, "p *shape"],
-    atoms: Float[ArrayLike, "q *shape"],
+    true_atoms: Float[ArrayLike, " p *shape"],
+    atoms: Float[ArrayLike, " q *shape"],
     *,
     shift_invariant: bool = False,
     threshold: float = 0.99,
@@ -162,8 +179,8 @@ def recovery(
 
 
 def support_f1(
-    true_codes: Float[ArrayLike, "batch p *code_spatial"],
-    codes: Float[ArrayLike, "batch p *code_spatial"],
+    true_codes: Float[ArrayLike, " batch p *code_spatial"],
+    codes: Float[ArrayLike, " batch p *code_spatial"],
     *,
     threshold: float = 0.0,
     tolerance: int = 0,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ._grid import Grid
@@ -21,21 +21,31 @@ Step = Callable[[SAE, PyTree, Array, Grid], tuple[SAE, PyTree, Array, dict[str, 
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss. `error.step` is the step that failed;
-    `error.model` and `error.opt_state` are the last good ones, from before that step."""
+    """Training produced a NaN or infinite loss or parameter. `error.step` is the step that
+    failed; `error.model` and `error.opt_state` are the last good ones, from before that step."""
 
     def __init__(self, step: int, value: float, model: SAE, opt_state: PyTree):
         self.step = step
         self.model = model
         self.opt_state = opt_state
+        what = (
+            f"the loss became {value}"
+            if not np.isfinite(value)
+            else "the parameters became NaN or inf"
+        )
         super().__init__(
-            f"the loss became {value} at step {step}; training stopped. error.model holds the "
-            f"last good model (after step {step - 1}). Try a smaller learning rate or check "
-            "the data's scale."
+            f"{what} at step {step}; training stopped. error.model holds the last good model "
+            f"(from before step {step}). Try a smaller learning rate or check the data's scale."
         )
 
 
-def make_step(loss: Loss, optimizer: optax.GradientTransformation, *, normalise: bool = True) -> Step:
+def _normalised(model: SAE, grid: Grid) -> SAE:
+    return eqx.tree_at(lambda m: m.dictionary, model, model.dictionary.normalise(grid))
+
+
+def make_step(
+    loss: Loss, optimizer: optax.GradientTransformation, *, normalise: bool = True
+) -> Step:
     """A jitted training step `step(model, opt_state, batch, grid) -> (model, opt_state, value,
     aux)`: one optimiser update of every inexact array of the model on the gradient of
     `loss(model, batch, grid)`, then (with `normalise`) the dictionary's atoms are put back on
@@ -51,7 +61,7 @@ def make_step(loss: Loss, optimizer: optax.GradientTransformation, *, normalise:
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
         if normalise:
-            model = eqx.tree_at(lambda m: m.dictionary, model, model.dictionary.normalise(grid))
+            model = _normalised(model, grid)
         return model, opt_state, value, aux
 
     return step
@@ -59,7 +69,9 @@ def make_step(loss: Loss, optimizer: optax.GradientTransformation, *, normalise:
 
 def _check_data(data, grid: Grid | None) -> tuple[Array, Grid]:
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        raise TypeError(f"data must be an array of shape (examples, channels, *spatial), got {type(data)}.")
+        raise TypeError(
+            f"data must be an array of shape (examples, channels, *spatial), got {type(data)}."
+        )
     if not jnp.issubdtype(data.dtype, jnp.floating):
         raise TypeError(f"data must hold floating-point numbers, got dtype {data.dtype}.")
     if data.ndim < 2:
@@ -79,7 +91,7 @@ def _check_data(data, grid: Grid | None) -> tuple[Array, Grid]:
 
 def fit(
     model: SAE,
-    data: Float[Array, "examples c *spatial"],
+    data: Array | np.ndarray,
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
@@ -96,13 +108,15 @@ def fit(
     **Arguments:**
 
     - `model`: the `SAE` to train.
-    - `data`: examples of shape `(examples, channels, *spatial)`.
+    - `data`: a floating-point array of examples, shape `(examples, channels, *spatial)`
+      (a JAX or NumPy array).
     - `optimizer`: an `optax` optimiser.
     - `steps`, `batch_size`: the number of steps and examples per step.
     - `key`: a `jax.random` key for the order of examples; same key, same run.
     - `loss`: `loss(model, batch, grid) -> (value, aux)`; `SAELoss()` by default.
     - `grid`: the grid of the data; by default the uniform grid of shape `data.shape[2:]`.
-    - `normalise`: keep the atoms at unit $L^2(\\Omega)$ norm after every step.
+    - `normalise`: put the atoms at unit $L^2(\\Omega)$ norm before the first step and after
+      every step.
     - `progress`: show a `tqdm` progress bar.
 
     **Returns:** the trained model and its history, a dict of arrays with one entry per step:
@@ -125,8 +139,15 @@ def fit(
 
     @eqx.filter_jit
     def step_on(model, opt_state, data, index, grid):
-        return step(model, opt_state, data[index], grid)
+        model, opt_state, value, aux = step(model, opt_state, data[index], grid)
+        leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+        finite = jnp.isfinite(value) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+        )
+        return model, opt_state, value, aux, finite
 
+    if normalise:
+        model = _normalised(model, grid)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     per_epoch = data.shape[0] // batch_size
     records, seconds = [], []
@@ -137,9 +158,11 @@ def fit(
                 key, subkey = jr.split(key)
                 order = jr.permutation(subkey, data.shape[0])
             index = order[(i % per_epoch) * batch_size : (i % per_epoch + 1) * batch_size]
-            new_model, new_opt_state, value, aux = step_on(model, opt_state, data, index, grid)
+            new_model, new_opt_state, value, aux, finite = step_on(
+                model, opt_state, data, index, grid
+            )
             value = float(value)
-            if not np.isfinite(value):
+            if not finite:
                 raise NonFiniteLossError(i, value, model, opt_state)
             model, opt_state = new_model, new_opt_state
             records.append((value, aux))

@@ -20,7 +20,9 @@ def dictionary(family: str, grid: eqs.Grid, channels: int, concepts: int, modes,
     if family == "spectral":
         return eqs.Spectral(grid, channels, concepts, modes, key=k[0])
     inner = dictionary(family.removeprefix("lifted_"), grid, h, concepts, modes, k[0])
-    return eqs.Lifted(eqs.Pointwise(channels, h, key=k[1]), inner, eqs.Pointwise(h, channels, key=k[2]))
+    return eqs.Lifted(
+        eqs.Pointwise(channels, h, key=k[1]), inner, eqs.Pointwise(h, channels, key=k[2])
+    )
 
 
 def random_codes(dictionary: eqs.AbstractDictionary, grid: eqs.Grid, key) -> jnp.ndarray:
@@ -28,4 +30,6 @@ def random_codes(dictionary: eqs.AbstractDictionary, grid: eqs.Grid, key) -> jnp
 
 
 def relative_error(a, b) -> float:
-    return float(jnp.linalg.norm(jnp.ravel(a - b)) / jnp.maximum(jnp.linalg.norm(jnp.ravel(b)), 1e-30))
+    return float(
+        jnp.linalg.norm(jnp.ravel(a - b)) / jnp.maximum(jnp.linalg.norm(jnp.ravel(b)), 1e-30)
+    )

@@ -26,19 +26,27 @@ def _reference_spectral_conv(layer: eqs.SpectralConv, x: np.ndarray) -> np.ndarr
                 break
             w_index.append(f if f >= 0 else 2 * k - 1 + f)
         else:
-            y_hat[(slice(None),) + index] += weight[(slice(None), slice(None)) + tuple(w_index)].T @ x_hat[(slice(None),) + index]
+            y_hat[(slice(None),) + index] += (
+                weight[(slice(None), slice(None)) + tuple(w_index)].T
+                @ x_hat[(slice(None),) + index]
+            )
             # the Nyquist row of a full axis is kept once as +n/2 and once as -n/2
             for a, (i, n, k) in enumerate(zip(index, spatial[:-1], layer.modes[:-1])):
                 if min(k, n // 2 + 1) - 1 == n // 2 and i == n // 2 and n % 2 == 0:
                     other = list(w_index)
                     other[a] = 2 * k - 1 - n // 2
-                    y_hat[(slice(None),) + index] += weight[(slice(None), slice(None)) + tuple(other)].T @ x_hat[(slice(None),) + index]
+                    y_hat[(slice(None),) + index] += (
+                        weight[(slice(None), slice(None)) + tuple(other)].T
+                        @ x_hat[(slice(None),) + index]
+                    )
     return np.fft.irfftn(y_hat, s=spatial, axes=tuple(range(1, x.ndim)), norm="forward")
 
 
 @hypothesis.given(
     seed=st.integers(0, 2**16),
-    case=st.sampled_from([((16,), 3), ((15,), 8), ((16,), 9), ((8, 6), 2), ((8, 6), (5, 4)), ((7, 8), 3)]),
+    case=st.sampled_from(
+        [((16,), 3), ((15,), 8), ((16,), 9), ((8, 6), 2), ((8, 6), (5, 4)), ((7, 8), 3)]
+    ),
 )
 def test_spectral_conv_keeps_the_lowest_modes_of_every_axis(seed, case):
     """Positive and negative frequencies |f| < K on full axes, 0..K-1 on the last axis."""
@@ -64,7 +72,7 @@ def test_spectral_conv_passes_negative_frequencies_in_2d():
 def eqx_set_weight(layer, weight):
     import equinox as eqx
 
-    return eqx.tree_at(lambda l: l.weight, layer, weight)
+    return eqx.tree_at(lambda m: m.weight, layer, weight)
 
 
 @hypothesis.given(seed=st.integers(0, 2**16), shape=st.sampled_from([(12,), (6, 8)]))

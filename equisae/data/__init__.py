@@ -2,12 +2,12 @@
 
 from ._generative import (
     AbstractGenerativeModel as AbstractGenerativeModel,
-    concept_family as concept_family,
     FourierConcepts as FourierConcepts,
     FunctionalModel as FunctionalModel,
     Sample as Sample,
     VectorModel as VectorModel,
     bumps as bumps,
+    concept_family as concept_family,
     gabor as gabor,
     rough as rough,
     smooth as smooth,

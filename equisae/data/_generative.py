@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Complex, Float, PRNGKeyArray
+from jaxtyping import Array, Complex, Float, Int, PRNGKeyArray
 
 from .._grid import Grid
 
@@ -16,16 +16,16 @@ class Sample(NamedTuple):
     `(batch, channels, *spatial)`, the true `codes` of shape `(batch, p, *code_spatial)` and the
     true `concepts` (atoms) on the grid, shape `(p, channels, *spatial)`."""
 
-    signals: Float[Array, "batch c *spatial"]
-    codes: Float[Array, "batch p *code_spatial"]
-    concepts: Float[Array, "p c *spatial"]
+    signals: Float[Array, " batch c *spatial"]
+    codes: Float[Array, " batch p *code_spatial"]
+    concepts: Float[Array, " p c *spatial"]
 
 
 class AbstractGenerativeModel(eqx.Module):
     """A sparse generative model $x = \\sum_k D_k z_k$ with known concepts and codes."""
 
     @abc.abstractmethod
-    def concepts(self, grid: Grid) -> Float[Array, "p c *spatial"]:
+    def concepts(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         """The true concepts (atoms) on `grid`, each of unit $L^2(\\Omega)$ norm."""
 
     @abc.abstractmethod
@@ -58,7 +58,7 @@ class VectorModel(AbstractGenerativeModel):
     `(batch, dim)`, codes `(batch, concepts)`, concepts `(concepts, dim)`.
     """
 
-    dictionary: Float[Array, "m p"]
+    dictionary: Float[Array, " m p"]
     sparsity: int = eqx.field(static=True)
     amplitude: tuple[float, float] = eqx.field(static=True)
     signed: bool = eqx.field(static=True)
@@ -91,7 +91,7 @@ class VectorModel(AbstractGenerativeModel):
         self.amplitude = _check_amplitude(amplitude)
         self.signed = signed
 
-    def concepts(self, grid: Grid = Grid(())) -> Float[Array, "p m"]:
+    def concepts(self, grid: Grid = Grid(())) -> Float[Array, " p m"]:
         _check_vector_grid(grid)
         return self.dictionary.T
 
@@ -119,7 +119,7 @@ class FourierConcepts(eqx.Module):
     increasing order per axis and Hermitian symmetry (the functions are real).
     """
 
-    coefficients: Complex[Array, "p c *freqs"]
+    coefficients: Complex[Array, " p c *freqs"]
 
     @property
     def bandwidth(self) -> int:
@@ -131,8 +131,8 @@ class FourierConcepts(eqx.Module):
         """The dimension $d$ of the domain."""
         return self.coefficients.ndim - 2
 
-    def evaluate(self, coefficients: Complex[Array, "..."], grid: Grid) -> Float[Array, "..."]:
-        """Sample Fourier series with these `coefficients` (last `d` axes over $-M..M$) on `grid`."""
+    def evaluate(self, coefficients: Complex[Array, " ..."], grid: Grid) -> Float[Array, " ..."]:
+        """Sample Fourier series with these `coefficients` (last `d` axes: $-M..M$) on `grid`."""
         if grid.ndim != self.ndim:
             raise ValueError(f"concepts on a {self.ndim}-D domain, got a grid {grid.shape}.")
         frequencies = jnp.arange(-self.bandwidth, self.bandwidth + 1)
@@ -143,8 +143,8 @@ class FourierConcepts(eqx.Module):
             values = jnp.moveaxis(jnp.tensordot(values, basis, axes=([axis], [0])), -1, axis)
         return values.real
 
-    def shift_phases(self, positions: Float[Array, "*lead d"]) -> Complex[Array, "..."]:
-        """$e^{-2\\pi i f \\cdot t}$ on the frequency lattice: the coefficients of a shift by $t$."""
+    def shift_phases(self, positions: Float[Array, " *lead d"]) -> Complex[Array, " ..."]:
+        """$e^{-2\\pi i f \\cdot t}$ on the frequency lattice: coefficients of a shift by $t$."""
         frequencies = jnp.arange(-self.bandwidth, self.bandwidth + 1)
         phase = jnp.zeros(positions.shape[:-1] + (1,) * self.ndim)
         for a in range(self.ndim):
@@ -153,7 +153,7 @@ class FourierConcepts(eqx.Module):
             phase = phase + lead * frequencies.reshape(shape)
         return jnp.exp(-2j * jnp.pi * phase)
 
-    def __call__(self, grid: Grid) -> Float[Array, "p c *spatial"]:
+    def __call__(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         """The concepts sampled on `grid`."""
         return self.evaluate(self.coefficients, grid)
 
@@ -208,12 +208,12 @@ class FunctionalModel(AbstractGenerativeModel):
         self.lattice = lattice
         self.noise = noise
 
-    def concepts(self, grid: Grid) -> Float[Array, "p c *spatial"]:
+    def concepts(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         return self.family(grid)
 
     def spike_parameters(
         self, key: PRNGKeyArray, num: int
-    ) -> tuple[Float[Array, "batch s"], Float[Array, "batch s d"], Float[Array, "batch s"]]:
+    ) -> tuple[Int[Array, " batch s"], Float[Array, " batch s d"], Float[Array, " batch s"]]:
         """The continuous codes of `num` samples: concept index, position and amplitude of
         every spike (independent of any grid)."""
         ckey, pkey, akey = jr.split(key, 3)
@@ -238,7 +238,9 @@ class FunctionalModel(AbstractGenerativeModel):
             weighted = (a.reshape((-1,) + (1,) * self.family.ndim) * phases)[:, None]
             return jnp.sum(coefficients[k] * weighted, axis=0)
 
-        signals = self.family.evaluate(jax.vmap(signal_coefficients)(concept, position, amplitude), grid)
+        signals = self.family.evaluate(
+            jax.vmap(signal_coefficients)(concept, position, amplitude), grid
+        )
         if self.noise > 0:
             signals = signals + self.noise * jr.normal(nkey, signals.shape)
         p = coefficients.shape[0]
@@ -251,12 +253,12 @@ class FunctionalModel(AbstractGenerativeModel):
         return Sample(signals, codes, self.family(grid))
 
 
-def _lattice(bandwidth: int, ndim: int) -> Float[Array, "d *freqs"]:
+def _lattice(bandwidth: int, ndim: int) -> Int[Array, " d *freqs"]:
     f = jnp.arange(-bandwidth, bandwidth + 1)
     return jnp.stack(jnp.meshgrid(*([f] * ndim), indexing="ij"))
 
 
-def _finish(coefficients: Complex[Array, "p c *freqs"]) -> FourierConcepts:
+def _finish(coefficients: Complex[Array, " p c *freqs"]) -> FourierConcepts:
     """Make real (Hermitian) and of unit $L^2$ norm by Parseval."""
     ndim = coefficients.ndim - 2
     axes = tuple(range(2, 2 + ndim))
@@ -284,13 +286,20 @@ def _bandwidth_for(width: float) -> int:
 
 
 def smooth(
-    key: PRNGKeyArray, concepts: int, *, ndim: int = 1, channels: int = 1, bandwidth: int = 8
+    key: PRNGKeyArray,
+    concepts: int,
+    *,
+    ndim: int = 1,
+    channels: int = 1,
+    bandwidth: int = 8,
+    decay: float = 0.0,
 ) -> FourierConcepts:
     """Smooth, band-limited concepts: random Gaussian Fourier coefficients for every frequency
-    with $\\max_a |f_a| \\le$ `bandwidth`, none above."""
+    with $\\max_a |f_a| \\le$ `bandwidth`, none above, scaled by $(1 + |f|)^{-\\text{decay}}$."""
     shape = (concepts, channels) + (2 * bandwidth + 1,) * ndim
     real, imag = jr.normal(key, (2,) + shape)
-    return _finish(real + 1j * imag)
+    radius = jnp.sqrt(jnp.sum(_lattice(bandwidth, ndim) ** 2, axis=0))
+    return _finish((real + 1j * imag) * (1 + radius) ** -decay)
 
 
 def rough(

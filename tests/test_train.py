@@ -1,0 +1,138 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import equisae as eqs
+
+GRID = eqs.Grid(())
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = eqs.data.VectorModel(jr.key(0), dim=10, concepts=20, sparsity=2)
+    sample = model.sample(jr.key(1), 256)
+    sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(0.1), 10), eqs.Dense(GRID, 10, 20, key=jr.key(2)))
+    return sae, sample.signals
+
+
+def _fit(sae, signals, **kwargs):
+    settings = dict(
+        optimizer=optax.adam(1e-2), steps=12, batch_size=32, key=jr.key(3), progress=False
+    )
+    settings.update(kwargs)
+    return eqs.fit(sae, signals, **settings)
+
+
+def test_make_step_lowers_the_loss_and_keeps_unit_atoms(small):
+    sae, signals = small
+    loss = eqs.SAELoss(l1=0.1)
+    optimizer = optax.sgd(1e-2)
+    step = eqs.make_step(loss, optimizer)
+    opt_state = optimizer.init(eqx.filter(sae, eqx.is_inexact_array))
+    batch = signals[:64]
+    before, _ = loss(sae, batch, GRID)
+    new, opt_state, value, aux = step(sae, opt_state, batch, GRID)
+    after, _ = loss(new, batch, GRID)
+    assert float(value) == pytest.approx(float(before))
+    assert after < before
+    np.testing.assert_allclose(new.dictionary.atom_norms(GRID), 1.0, rtol=1e-5)
+    assert set(aux) == {"reconstruction", "l1", "l0", "explained_variance"}
+
+
+def test_fit_records_a_history_of_every_step(small):
+    sae, signals = small
+    _, history = _fit(sae, signals)
+    assert set(history) == {
+        "step",
+        "loss",
+        "seconds",
+        "reconstruction",
+        "l1",
+        "l0",
+        "explained_variance",
+    }
+    assert all(len(v) == 12 for v in history.values())
+    assert np.all(np.diff(history["seconds"]) >= 0)
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_same_key_same_model_and_another_key_another(small):
+    sae, signals = small
+    a, _ = _fit(sae, signals)
+    b, _ = _fit(sae, signals)
+    c, _ = _fit(sae, signals, key=jr.key(4))
+    np.testing.assert_array_equal(a.dictionary.weight, b.dictionary.weight)
+    assert not np.array_equal(a.dictionary.weight, c.dictionary.weight)
+
+
+def test_fit_goes_through_several_epochs(small):
+    sae, signals = small
+    _, history = _fit(sae, signals[:64], steps=9, batch_size=16)
+    assert len(history["loss"]) == 9
+
+
+def _poison_after(count: int) -> optax.GradientTransformation:
+    """Updates that turn into NaN from the `count`-th call on."""
+
+    def init(params):
+        return jnp.zeros((), jnp.int32)
+
+    def update(updates, state, params=None):
+        bad = state >= count
+        updates = jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates)
+        return updates, state + 1
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_a_nan_stops_training_with_the_step_and_the_last_good_model(small):
+    sae, signals = small
+    optimizer = optax.chain(optax.sgd(1e-2), _poison_after(5))
+    with pytest.raises(eqs.NonFiniteLossError, match="at step 5") as info:
+        _fit(sae, signals, optimizer=optimizer)
+    assert info.value.step == 5
+    good = info.value.model
+    assert jnp.all(jnp.isfinite(good.dictionary.weight))
+    # the last good model is the one after five clean steps
+    clean, _ = _fit(sae, signals, optimizer=optax.sgd(1e-2), steps=5)
+    np.testing.assert_allclose(good.dictionary.weight, clean.dictionary.weight, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "signals,match",
+    [
+        (jnp.zeros((0, 10)), "empty"),
+        (jnp.ones((8, 10)).at[3, 2].set(jnp.nan), "NaN or inf in 1 example.*index 3"),
+        (jnp.ones((8, 10)).at[5, 0].set(jnp.inf), "index 5"),
+        (jnp.ones((8, 12)), r"expected \(10\)|expected \(c\)|expected"),
+        (jnp.ones(8), "shape"),
+    ],
+)
+def test_fit_refuses_bad_data(small, signals, match):
+    sae, _ = small
+    with pytest.raises(ValueError, match=match):
+        _fit(sae, signals, batch_size=4)
+
+
+def test_fit_refuses_integer_data(small):
+    sae, _ = small
+    with pytest.raises(TypeError, match="floating"):
+        _fit(sae, jnp.ones((8, 10), dtype=jnp.int32), batch_size=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match", [(dict(steps=0), "steps"), (dict(batch_size=1000), "batch_size")]
+)
+def test_fit_refuses_bad_settings(small, kwargs, match):
+    sae, signals = small
+    with pytest.raises(ValueError, match=match):
+        _fit(sae, signals, **kwargs)
+
+
+def test_a_negative_l1_weight_is_refused():
+    with pytest.raises(ValueError, match="l1"):
+        eqs.SAELoss(l1=-1.0)
