@@ -13,9 +13,12 @@ from ._dictionaries import (
 from ._encoders import (
     AbstractEncoder as AbstractEncoder,
     Amortised as Amortised,
+    Diagnostics as Diagnostics,
+    FixedPoint as FixedPoint,
+    ODEFlow as ODEFlow,
     Unrolled as Unrolled,
 )
-from ._grid import Grid as Grid
+from ._grid import Grid as Grid, resample as resample
 from ._layers import (
     AbstractOperator as AbstractOperator,
     Conv as Conv,
@@ -29,12 +32,18 @@ from ._losses import (
     reconstruction_error as reconstruction_error,
 )
 from ._sae import SAE as SAE
+from ._solvers import AcceleratedFixedPoint as AcceleratedFixedPoint
 from ._sparsity import (
     AbstractSparsity as AbstractSparsity,
     NonNegSoftThreshold as NonNegSoftThreshold,
     SoftThreshold as SoftThreshold,
     TopK as TopK,
 )
-from .train import NonFiniteLossError as NonFiniteLossError, fit as fit, make_step as make_step
+from .train import (
+    InferenceWarning as InferenceWarning,
+    NonFiniteLossError as NonFiniteLossError,
+    fit as fit,
+    make_step as make_step,
+)
 
 __version__ = "0.1.0"

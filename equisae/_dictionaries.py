@@ -158,8 +158,10 @@ class Convolutional(AbstractDictionary):
 
     `weight[c, k, j]` is the value of $\\kappa_k$ (channel $c$) at the offset
     $j - \\lfloor w/2 \\rfloor$ grid points from the origin, so the filter is centred there.
-    The taps are grid values: on another grid the same taps give another function. The
-    convolution is computed with FFTs, $O(N \\log N)$ whatever the width.
+    The taps are grid values: on another grid the same taps give another function (narrower on
+    a finer grid; wrapped around on a grid smaller than the filter), which is how a CNN runs at
+    another resolution. The convolution is computed with FFTs, $O(N \\log N)$ whatever the
+    width.
     """
 
     weight: Float[Array, " c p *width"]
@@ -185,25 +187,27 @@ class Convolutional(AbstractDictionary):
         """
         _check_positive(channels=channels, concepts=concepts)
         self.width = _per_axis("width", width, grid.ndim)
-        self.check_grid(grid)
+        if any(w > n for w, n in zip(self.width, grid.shape)):
+            raise ValueError(f"filters of width {self.width} do not fit on the grid {grid.shape}.")
         self.weight = jr.normal(key, (channels, concepts) + self.width)
         self.channels = channels
         self.concepts = concepts
         self.weight = self.normalise(grid).weight
 
-    def check_grid(self, grid: Grid) -> None:
-        """Raise a `ValueError` unless the filters fit on `grid`."""
-        if grid.ndim != len(self.width) or any(w > n for w, n in zip(self.width, grid.shape)):
-            raise ValueError(f"filters of width {self.width} do not fit on the grid {grid.shape}.")
+    def _check_grid(self, grid: Grid) -> None:
+        if grid.ndim != len(self.width):
+            raise ValueError(f"{len(self.width)}-D filters cannot act on the grid {grid.shape}.")
 
     def kernels(self, grid: Grid) -> Float[Array, " c p *spatial"]:
-        """The filters placed on `grid`, centred at the origin (circularly)."""
-        self.check_grid(grid)
+        """The filters placed on `grid`, centred at the origin (circularly); on a grid with
+        fewer points than the filter the taps wrap around and add up, as a circular
+        convolution does."""
+        self._check_grid(grid)
         kernels = self.weight
         for a, (w, n) in enumerate(zip(self.width, grid.shape)):
             index = (np.arange(w) - w // 2) % n
             kernels = jnp.moveaxis(kernels, 2 + a, 0)
-            kernels = jnp.zeros((n,) + kernels.shape[1:], kernels.dtype).at[index].set(kernels)
+            kernels = jnp.zeros((n,) + kernels.shape[1:], kernels.dtype).at[index].add(kernels)
             kernels = jnp.moveaxis(kernels, 0, 2 + a)
         return kernels
 

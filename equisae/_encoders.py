@@ -1,30 +1,59 @@
 import abc
 from collections.abc import Callable
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import lineax as lx
+import optimistix as optx
+from jaxtyping import Array, Bool, Float, Int
 
 from ._dictionaries import AbstractDictionary, operator_norm
 from ._grid import Grid
+from ._solvers import AcceleratedFixedPoint
 from ._sparsity import AbstractSparsity
+
+
+class Diagnostics(eqx.Module):
+    """How sparse inference went for one example.
+
+    - `steps`: iterations (unrolled, fixed point) or accepted solver steps (ODE flow).
+    - `converged`: whether a solver that runs to a tolerance reached it within its step
+      budget (always true for encoders with a fixed amount of work).
+    - `residual`: the relative fixed-point residual $\\|T(z) - z\\| / \\|z\\|$ of the
+      proximal-gradient map $T$ at the returned codes (0 for amortised encoders).
+    """
+
+    steps: Int[Array, " "]
+    converged: Bool[Array, " "]
+    residual: Float[Array, " "]
 
 
 class AbstractEncoder(eqx.Module):
     """Sparse inference: maps a signal to codes, given the dictionary.
 
-    `encoder(x, dictionary, grid)` returns codes of shape `dictionary.code_shape(grid)`.
-    Model-based encoders solve (or approximately solve) the inner problem
+    `encoder(x, dictionary, grid)` returns codes of shape `dictionary.code_shape(grid)`;
+    `encoder.infer(x, dictionary, grid)` returns them with `Diagnostics`. Model-based encoders
+    solve (or approximately solve) the inner problem
     $z^*(x) = \\arg\\min_z \\tfrac12\\|x - Dz\\|^2_{L^2(\\Omega)} + R(z)$ with the dictionary
-    and its adjoint; amortised encoders own their weights.
+    and its adjoint; amortised encoders own their weights. `sparsity` is $R$ (and its
+    proximal map, or the activation).
     """
 
+    sparsity: eqx.AbstractVar[AbstractSparsity]
+
     @abc.abstractmethod
+    def infer(
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        """The codes of one signal `x` of shape `(channels, *grid.shape)`, with diagnostics."""
+
     def __call__(
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
     ) -> Float[Array, " p *code_spatial"]:
         """The codes of one signal `x` of shape `(channels, *grid.shape)`."""
+        return self.infer(x, dictionary, grid)[0]
 
 
 class Amortised(AbstractEncoder):
@@ -38,9 +67,9 @@ class Amortised(AbstractEncoder):
     layer: Callable[[Array], Array]
     sparsity: AbstractSparsity
 
-    def __call__(
+    def infer(
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> Float[Array, " p *code_spatial"]:
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
         u = self.layer(x)
         expected = dictionary.code_shape(grid)
         if u.shape != expected:
@@ -48,25 +77,84 @@ class Amortised(AbstractEncoder):
                 f"Amortised encoder layer gives codes of shape {u.shape}, but the dictionary "
                 f"expects {expected}."
             )
-        return self.sparsity(u)
+        zero = jnp.zeros((), jnp.int32)
+        return self.sparsity(u), Diagnostics(zero, jnp.array(True), jnp.zeros(()))
+
+
+def _prox(sparsity: AbstractSparsity, u: Array, step, ridge: float) -> Array:
+    """$\\mathrm{prox}_{t(R + \\frac{\\varepsilon}{2}\\|\\cdot\\|^2)}(u)
+    = \\mathrm{prox}_{t' R}(u / (1 + t\\varepsilon))$ with $t' = t / (1 + t\\varepsilon)$."""
+    if ridge == 0:
+        return sparsity(u, step)
+    shrink = 1.0 + step * ridge
+    return sparsity(u / shrink, step / shrink)
+
+
+class _ProximalGradient(eqx.Module):
+    """The proximal-gradient (ISTA) map of the inner problem, as a callable module so that
+    solvers see the same function (and compile once) for every call."""
+
+    sparsity: AbstractSparsity
+    ridge: float = eqx.field(static=True)
+
+    def __call__(self, z: Array, args) -> Array:
+        dictionary, target, step, grid = args
+        return _prox(
+            self.sparsity, z - step * (dictionary.normal(z, grid) - target), step, self.ridge
+        )
+
+
+def _relative_residual(z: Array, mapped: Array) -> Float[Array, " "]:
+    size = jnp.sqrt(jnp.sum(z**2))
+    return jnp.sqrt(jnp.sum((mapped - z) ** 2)) / jnp.maximum(size, jnp.finfo(z.dtype).tiny)
 
 
 _METHODS = ("ista", "fista")
 
 
-class Unrolled(AbstractEncoder):
+class _AbstractModelBased(AbstractEncoder):
+    """Shared by encoders that use the dictionary: the step size from power iteration."""
+
+    sparsity: eqx.AbstractVar[AbstractSparsity]
+    ridge: eqx.AbstractVar[float]
+    power_iterations: eqx.AbstractVar[int]
+    step_safety: eqx.AbstractVar[float]
+
+    def step_size(self, dictionary: AbstractDictionary, grid: Grid) -> Float[Array, " "]:
+        """The step $t = 1/(\\text{safety}\\cdot\\|D\\|^2)$, held constant for gradients."""
+        lipschitz = operator_norm(dictionary, grid, self.power_iterations)
+        return jax.lax.stop_gradient(1.0 / (self.step_safety * lipschitz))
+
+    def _problem(self, x, dictionary, grid):
+        step = self.step_size(dictionary, grid)
+        target = dictionary.adjoint(x, grid)
+        return _ProximalGradient(self.sparsity, self.ridge), (dictionary, target, step, grid)
+
+
+def _check_common(ridge: float, power_iterations: int, step_safety: float) -> None:
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}.")
+    if int(power_iterations) != power_iterations or power_iterations < 1:
+        raise ValueError(f"power_iterations must be >= 1, got {power_iterations}.")
+    if not step_safety >= 1:
+        raise ValueError(f"step_safety must be >= 1, got {step_safety}.")
+
+
+class Unrolled(_AbstractModelBased):
     """A fixed number of proximal-gradient steps on the inner problem, unrolled with
     `jax.lax.scan` and differentiated by backpropagation through the steps:
     $z \\leftarrow \\mathrm{prox}_{tR}(z - t D^*(D z - x))$ (ISTA) or its accelerated form
     (FISTA), from $z = 0$, with $t = 1/\\|D\\|^2$ from power iteration.
 
     The sparsity module is the proximal map: `SoftThreshold(lam)` solves the lasso with
-    penalty `lam`, `TopK(k)` runs iterative hard thresholding.
+    penalty `lam`, `TopK(k)` runs iterative hard thresholding. Memory for gradients grows
+    linearly with `steps`; `FixedPoint` and `ODEFlow` do not have that cost.
     """
 
     sparsity: AbstractSparsity
     steps: int = eqx.field(static=True)
     method: str = eqx.field(static=True)
+    ridge: float = eqx.field(static=True)
     power_iterations: int = eqx.field(static=True)
     step_safety: float = eqx.field(static=True)
 
@@ -76,6 +164,7 @@ class Unrolled(AbstractEncoder):
         steps: int,
         *,
         method: str = "fista",
+        ridge: float = 0.0,
         power_iterations: int = 30,
         step_safety: float = 1.1,
     ):
@@ -84,6 +173,7 @@ class Unrolled(AbstractEncoder):
         - `sparsity`: the penalty $R$ and its proximal map.
         - `steps`: $T$, the number of unrolled steps.
         - `method`: `"ista"` or `"fista"`.
+        - `ridge`: $\\varepsilon \\ge 0$, an elastic-net term $\\frac{\\varepsilon}{2}\\|z\\|^2$.
         - `power_iterations`: steps of power iteration for $\\|D\\|^2$.
         - `step_safety`: the step is $t = 1/(\\text{safety}\\cdot\\|D\\|^2_{est})$; power
           iteration approaches $\\|D\\|^2$ from below.
@@ -92,43 +182,227 @@ class Unrolled(AbstractEncoder):
             raise ValueError(f"Unrolled needs steps >= 1, got steps={steps}.")
         if method not in _METHODS:
             raise ValueError(f"Unrolled method must be one of {_METHODS}, got {method!r}.")
-        if step_safety < 1:
-            raise ValueError(f"step_safety must be >= 1, got {step_safety}.")
+        _check_common(ridge, power_iterations, step_safety)
         self.sparsity = sparsity
         self.steps = int(steps)
         self.method = method
+        self.ridge = ridge
         self.power_iterations = power_iterations
         self.step_safety = step_safety
 
-    def step_size(self, dictionary: AbstractDictionary, grid: Grid) -> Float[Array, " "]:
-        """The step $t = 1/(\\text{safety}\\cdot\\|D\\|^2)$, held constant for gradients."""
-        lipschitz = operator_norm(dictionary, grid, self.power_iterations)
-        return jax.lax.stop_gradient(1.0 / (self.step_safety * lipschitz))
-
-    def __call__(
+    def infer(
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> Float[Array, " p *code_spatial"]:
-        t = self.step_size(dictionary, grid)
-        target = dictionary.adjoint(x, grid)
-        z0 = jnp.zeros_like(target)
-
-        def prox_grad(z):
-            return self.sparsity(z - t * (dictionary.normal(z, grid) - target), t)
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        fn, args = self._problem(x, dictionary, grid)
+        z0 = jnp.zeros_like(args[1])
 
         if self.method == "ista":
 
             def ista(z, _):
-                return prox_grad(z), None
+                return fn(z, args), None
 
             z, _ = jax.lax.scan(ista, z0, None, length=self.steps)
-            return z
+        else:
 
-        def fista(state, _):
-            z, y, momentum = state
-            z_next = prox_grad(y)
-            momentum_next = (1 + jnp.sqrt(1 + 4 * momentum**2)) / 2
-            y_next = z_next + ((momentum - 1) / momentum_next) * (z_next - z)
-            return (z_next, y_next, momentum_next), None
+            def fista(state, _):
+                z, y, momentum = state
+                z_next = fn(y, args)
+                momentum_next = (1 + jnp.sqrt(1 + 4 * momentum**2)) / 2
+                y_next = z_next + ((momentum - 1) / momentum_next) * (z_next - z)
+                return (z_next, y_next, momentum_next), None
 
-        (z, _, _), _ = jax.lax.scan(fista, (z0, z0, jnp.ones((), x.dtype)), None, length=self.steps)
-        return z
+            init = (z0, z0, jnp.ones((), x.dtype))
+            (z, _, _), _ = jax.lax.scan(fista, init, None, length=self.steps)
+        residual = jax.lax.stop_gradient(_relative_residual(z, fn(z, args)))
+        steps = jnp.array(self.steps, jnp.int32)
+        return z, Diagnostics(steps, jnp.array(True), residual)
+
+
+class FixedPoint(_AbstractModelBased):
+    """Sparse inference to convergence, as the fixed point $z^* = T(z^*)$ of the
+    proximal-gradient map $T(z) = \\mathrm{prox}_{t(R + \\frac{\\varepsilon}{2}\\|\\cdot\\|^2)}
+    (z - t D^*(D z - x))$, found by `optimistix.fixed_point`, and differentiated implicitly
+    (`optimistix.ImplicitAdjoint`): the gradient solves one linear system with
+    $I - \\partial T / \\partial z$ at $z^*$, so its memory does not grow with the iterations.
+
+    The ridge $\\varepsilon > 0$ keeps that system non-singular when the active atoms are
+    linearly dependent (lasso supports as large as the signal's dimension). The default linear
+    solver, GMRES, is matrix-free: it never forms the Jacobian. `infer` reports whether the
+    solver met its tolerance within `max_steps`; the codes are then the last iterate, never NaN.
+    """
+
+    sparsity: AbstractSparsity
+    ridge: float = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    solver: optx.AbstractFixedPointSolver
+    linear_solver: lx.AbstractLinearSolver
+    power_iterations: int = eqx.field(static=True)
+    step_safety: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        sparsity: AbstractSparsity,
+        *,
+        ridge: float = 1e-3,
+        rtol: float = 1e-6,
+        atol: float = 1e-6,
+        max_steps: int = 2000,
+        solver: optx.AbstractFixedPointSolver | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+        power_iterations: int = 30,
+        step_safety: float = 1.1,
+    ):
+        """**Arguments:**
+
+        - `sparsity`: the penalty $R$ and its proximal map.
+        - `ridge`: $\\varepsilon$, the elastic-net term that keeps the implicit system regular.
+        - `rtol`, `atol`: the stopping tolerance on $T(z) - z$ (root mean square).
+        - `max_steps`: the iteration budget; beyond it the solve is reported as not converged.
+        - `solver`: an optimistix fixed-point solver; by default `AcceleratedFixedPoint`
+          (FISTA with restarts) with `rtol`, `atol`.
+        - `linear_solver`: the lineax solver of the implicit system; by default GMRES.
+        - `power_iterations`, `step_safety`: as in `Unrolled`.
+        """
+        _check_common(ridge, power_iterations, step_safety)
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive whole number, got {max_steps}.")
+        self.sparsity = sparsity
+        self.ridge = ridge
+        self.rtol = rtol
+        self.atol = atol
+        self.max_steps = int(max_steps)
+        self.solver = AcceleratedFixedPoint(rtol, atol) if solver is None else solver
+        self.linear_solver = (
+            lx.GMRES(rtol=1e-7, atol=1e-7, max_steps=500)
+            if linear_solver is None
+            else linear_solver
+        )
+        self.power_iterations = power_iterations
+        self.step_safety = step_safety
+
+    def infer(
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        fn, args = self._problem(x, dictionary, grid)
+        solution = optx.fixed_point(
+            fn,
+            self.solver,
+            jnp.zeros_like(args[1]),
+            args,
+            max_steps=self.max_steps,
+            adjoint=optx.ImplicitAdjoint(self.linear_solver),
+            throw=False,
+        )
+        z = solution.value
+        converged = solution.result == optx.RESULTS.successful
+        residual = jax.lax.stop_gradient(_relative_residual(z, fn(z, args)))
+        steps = jnp.asarray(solution.stats["num_steps"], jnp.int32)
+        return z, Diagnostics(steps, converged, residual)
+
+
+class _LocallyCompetitive(eqx.Module):
+    """The vector field of the locally competitive algorithm, a module so that diffrax
+    differentiates through its parameters (the sparsity) and its args (the dictionary)."""
+
+    sparsity: AbstractSparsity
+    ridge: float = eqx.field(static=True)
+
+    def __call__(self, t, u: Array, args) -> Array:
+        dictionary, target, grid = args
+        a = _prox(self.sparsity, u, 1.0, self.ridge)
+        return target - u - (dictionary.normal(a, grid) - a)
+
+
+class ODEFlow(AbstractEncoder):
+    """Sparse inference as the steady state of the locally competitive algorithm (LCA),
+    $\\dot u = D^* x - u - (D^* D - I)\\,\\sigma(u)$, $z = \\sigma(u)$, with $\\sigma$ the
+    proximal map of $R + \\frac{\\varepsilon}{2}\\|\\cdot\\|^2$. Its steady states are exactly
+    the minimisers of the inner problem. Solved with `diffrax.diffeqsolve` (adaptive steps)
+    until `diffrax.steady_state_event` fires, and differentiated implicitly at the steady state
+    (`diffrax.ImplicitAdjoint`).
+
+    `infer` reports whether the steady state was reached within `max_steps` solver steps; the
+    codes are then those at the last step, never NaN.
+    """
+
+    sparsity: AbstractSparsity
+    ridge: float = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    solver: diffrax.AbstractSolver
+    linear_solver: lx.AbstractLinearSolver
+
+    def __init__(
+        self,
+        sparsity: AbstractSparsity,
+        *,
+        ridge: float = 1e-3,
+        rtol: float = 1e-6,
+        atol: float = 1e-6,
+        max_steps: int = 2000,
+        solver: diffrax.AbstractSolver | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+    ):
+        """**Arguments:**
+
+        - `sparsity`: the penalty $R$; its proximal map with unit step is $\\sigma$.
+        - `ridge`: $\\varepsilon$, the elastic-net term that keeps the implicit system regular.
+        - `rtol`, `atol`: the step-size controller's tolerances and the steady-state test
+          $\\|\\dot u\\| \\le$ `atol` + `rtol` $\\|u\\|$.
+        - `max_steps`: the solver-step budget.
+        - `solver`: a diffrax solver, `diffrax.Tsit5()` by default.
+        - `linear_solver`: the lineax solver of the implicit system; by default LSMR
+          (matrix-free least squares).
+        """
+        if not ridge >= 0:
+            raise ValueError(f"ridge must be >= 0, got {ridge}.")
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive whole number, got {max_steps}.")
+        self.sparsity = sparsity
+        self.ridge = ridge
+        self.rtol = rtol
+        self.atol = atol
+        self.max_steps = int(max_steps)
+        self.solver = diffrax.Tsit5() if solver is None else solver
+        # diffrax's implicit system maps the saved state (with its time axis) to the vector field
+        # (without): same size, different structure, so a least-squares solver: LSMR, which is
+        # matrix-free
+        self.linear_solver = (
+            lx.LSMR(rtol=1e-7, atol=1e-7, max_steps=1000)
+            if linear_solver is None
+            else linear_solver
+        )
+
+    def infer(
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        target = dictionary.adjoint(x, grid)
+        field = _LocallyCompetitive(self.sparsity, self.ridge)
+        norm = optx.rms_norm
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            self.solver,
+            t0=0.0,
+            t1=jnp.inf,
+            dt0=None,
+            y0=jnp.zeros_like(target),
+            args=(dictionary, target, grid),
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=norm),
+            event=diffrax.Event(diffrax.steady_state_event(self.rtol, self.atol, norm)),
+            adjoint=diffrax.ImplicitAdjoint(self.linear_solver),
+            max_steps=self.max_steps,
+            throw=False,
+        )
+        u = solution.ys[0]
+        z = _prox(self.sparsity, u, 1.0, self.ridge)
+        converged = diffrax.is_event(solution.result)
+        # the residual of the proximal-gradient map with the step of the flow (t = 1 / |D|^2)
+        step = jax.lax.stop_gradient(1.0 / operator_norm(dictionary, grid, 30))
+        mapped = _ProximalGradient(self.sparsity, self.ridge)(z, (dictionary, target, step, grid))
+        residual = jax.lax.stop_gradient(_relative_residual(z, mapped))
+        steps = jnp.asarray(solution.stats["num_accepted_steps"], jnp.int32)
+        return z, Diagnostics(steps, converged, residual)

@@ -71,6 +71,12 @@ class Grid(eqx.Module):
                 f"{self.shape}. Batches go through jax.vmap."
             )
 
+    def resample(
+        self, x: Float[Array, " c *spatial"], grid: "Grid"
+    ) -> Float[Array, " c *spatial_to"]:
+        """`x`, a function on this grid, Fourier-interpolated to `grid` (see `resample`)."""
+        return resample(x, self, grid)
+
     def integrate(self, f: Float[Array, " *batch"]) -> Float[Array, " ..."]:
         """$\\int_\\Omega f$ over the last `d` axes of `f` (the quadrature rule)."""
         axes = tuple(range(f.ndim - self.ndim, f.ndim))
@@ -83,6 +89,53 @@ class Grid(eqx.Module):
     def norm(self, x: Float[Array, " *shape"]) -> Float[Array, " "]:
         """The $L^2(\\Omega)$ norm $\\|x\\| = (\\sum_c \\int_\\Omega x_c^2)^{1/2}$."""
         return jnp.sqrt(self.inner(x, x))
+
+
+def _resample_axis(x: Array, n_to: int, axis: int) -> Array:
+    """Fourier interpolation of a complex array along one axis (spectrum in `norm="forward"`)."""
+    n_from = x.shape[axis]
+    if n_to == n_from:
+        return x
+    spectrum = jnp.moveaxis(jnp.fft.fft(x, axis=axis, norm="forward"), axis, 0)
+    small = min(n_from, n_to)
+    half = small // 2  # frequencies 0..half-1 and -(half-1)..-1 always move over
+    out = jnp.zeros((n_to,) + spectrum.shape[1:], spectrum.dtype)
+    out = out.at[: (small + 1) // 2].set(spectrum[: (small + 1) // 2])
+    if half > 0:
+        out = out.at[n_to - half + (small % 2 == 0) :].set(
+            spectrum[n_from - half + (small % 2 == 0) :]
+        )
+    if small % 2 == 0:
+        if n_to > n_from:  # split the coarse Nyquist coefficient over +n/2 and -n/2
+            out = out.at[half].set(spectrum[half] / 2).at[n_to - half].set(spectrum[half] / 2)
+        else:  # fold +m/2 and -m/2 onto the coarse Nyquist bin: the inverse of the split
+            out = out.at[half].set(spectrum[half] + spectrum[n_from - half])
+    return jnp.moveaxis(jnp.fft.ifft(out, axis=0, norm="forward"), 0, axis)
+
+
+def resample(
+    x: Float[Array, " c *spatial"], grid_from: Grid, grid_to: Grid
+) -> Float[Array, " c *spatial_to"]:
+    """Fourier interpolation of a function from one uniform grid to another.
+
+    Keeps the Fourier coefficients $\\hat x(f)$ that both grids resolve and sets the others to
+    zero: exact for band-limited functions (all frequencies below the coarser grid's Nyquist
+    frequency) in both directions, and going up then down returns the input exactly. On an
+    even coarse grid the Nyquist coefficient is split evenly between $\\pm n/2$ going up and
+    folded back going down.
+
+    **Arguments:** `x` of shape `(channels, *grid_from.shape)`, the grids.
+    **Returns:** `x` on `grid_to`, shape `(channels, *grid_to.shape)`.
+    """
+    grid_from.check(x, "x")
+    if grid_from.ndim != grid_to.ndim:
+        raise ValueError(
+            f"cannot resample from a {grid_from.ndim}-D grid to a {grid_to.ndim}-D grid."
+        )
+    y = x.astype(jnp.result_type(x.dtype, jnp.complex64))
+    for a, n in enumerate(grid_to.shape):
+        y = _resample_axis(y, n, axis=1 + a)
+    return y.real.astype(x.dtype)
 
 
 def code_grid(codes: Array) -> Grid:

@@ -34,8 +34,9 @@ class SAELoss(eqx.Module):
     shrinkage biases the atoms.
 
     `loss(model, batch, grid)` returns `(value, aux)`, where `aux` holds the batch means of the
-    reconstruction error, $\\|z\\|_{L^1}$, $L_0$ (non-zero code entries per example) and the
-    explained variance.
+    reconstruction error, $\\|z\\|_{L^1}$, $L_0$ (non-zero code entries per example), the
+    explained variance, the inference steps and the fraction of examples whose inference
+    converged (see `Diagnostics`).
     """
 
     l1: float = 0.0
@@ -47,7 +48,7 @@ class SAELoss(eqx.Module):
     def __call__(
         self, model: SAE, batch: Float[Array, " batch c *spatial"], grid: Grid
     ) -> tuple[Float[Array, " "], dict[str, Float[Array, " "]]]:
-        reconstruction, codes = jax.vmap(model, in_axes=(0, None))(batch, grid)
+        reconstruction, codes, diagnostics = jax.vmap(model.infer, in_axes=(0, None))(batch, grid)
         error = jax.vmap(reconstruction_error, in_axes=(0, 0, None))(batch, reconstruction, grid)
         l1 = jax.vmap(l1_norm)(codes)
         value = jnp.mean(error) + self.l1 * jnp.mean(l1)
@@ -56,5 +57,7 @@ class SAELoss(eqx.Module):
             "l1": jnp.mean(l1),
             "l0": metrics.l0(codes),
             "explained_variance": metrics.explained_variance(batch, reconstruction),
+            "inference_steps": jnp.mean(diagnostics.steps),
+            "converged": jnp.mean(diagnostics.converged),
         }
         return value, aux

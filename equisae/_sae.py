@@ -2,7 +2,7 @@ import equinox as eqx
 from jaxtyping import Array, Float
 
 from ._dictionaries import AbstractDictionary
-from ._encoders import AbstractEncoder
+from ._encoders import AbstractEncoder, Diagnostics
 from ._grid import Grid
 
 
@@ -18,13 +18,20 @@ class SAE(eqx.Module):
     encoder: AbstractEncoder
     dictionary: AbstractDictionary
 
+    def infer(
+        self, x: Float[Array, " c *spatial"], grid: Grid
+    ) -> tuple[Float[Array, " c *spatial"], Float[Array, " p *code_spatial"], Diagnostics]:
+        """`(reconstruction, codes, diagnostics)`: the codes with how their inference went."""
+        grid.check(x, "x", self.dictionary.channels)
+        lifted, dictionary = self.dictionary.lift(x, grid)
+        codes, diagnostics = self.encoder.infer(lifted, dictionary, grid)
+        return self.decode(codes, grid), codes, diagnostics
+
     def encode(
         self, x: Float[Array, " c *spatial"], grid: Grid
     ) -> Float[Array, " p *code_spatial"]:
         """The codes $z$ of one signal."""
-        grid.check(x, "x", self.dictionary.channels)
-        lifted, dictionary = self.dictionary.lift(x, grid)
-        return self.encoder(lifted, dictionary, grid)
+        return self.infer(x, grid)[1]
 
     def decode(
         self, codes: Float[Array, " p *code_spatial"], grid: Grid
@@ -35,5 +42,5 @@ class SAE(eqx.Module):
     def __call__(
         self, x: Float[Array, " c *spatial"], grid: Grid
     ) -> tuple[Float[Array, " c *spatial"], Float[Array, " p *code_spatial"]]:
-        codes = self.encode(x, grid)
-        return self.decode(codes, grid), codes
+        reconstruction, codes, _ = self.infer(x, grid)
+        return reconstruction, codes

@@ -8,6 +8,8 @@ import scipy.ndimage
 import scipy.optimize
 from jaxtyping import Array, Float, Int, Shaped
 
+from ._grid import Grid, resample
+
 ArrayLike = Array | np.ndarray
 
 
@@ -49,31 +51,46 @@ def cosine_similarity(
     b: Float[ArrayLike, " q *shape"],
     *,
     shift_invariant: bool = False,
-) -> tuple[Float[np.ndarray, " p q"], Int[np.ndarray, " p q d"]]:
+    upsample: int = 1,
+) -> tuple[Float[np.ndarray, " p q"], Float[np.ndarray, " p q d"]]:
     """The cosine $\\langle a_i, b_j \\rangle / \\|a_i\\|\\|b_j\\|$ between every pair of atoms.
 
     Atoms have shape `(channels, *spatial)`. With `shift_invariant`, the cosine is maximised in
-    absolute value over circular shifts $\\sigma$ of $b_j$ on the grid:
-    $\\max_\\sigma |\\langle a_i, b_j(\\cdot + \\sigma) \\rangle|$ with its sign kept. Returns
-    the cosines and the shifts $\\sigma$ (one integer per spatial axis; zeros without shifts).
+    absolute value over circular shifts $\\sigma$ of $b_j$:
+    $\\max_\\sigma |\\langle a_i, b_j(\\cdot + \\sigma) \\rangle|$ with its sign kept. The shifts
+    run over the grid, or with `upsample` $= u > 1$ over a grid $u$ times finer, the
+    cross-correlation being Fourier-interpolated there (exact for band-limited atoms): atoms of
+    neural operators are continuous functions, and the best shift need not be a grid shift.
+    Returns the cosines and the shifts $\\sigma$ in grid points of the atoms' grid (one per
+    spatial axis, multiples of $1/u$; zeros without shifts).
     """
     a, b = _unit(np.asarray(a, dtype=np.float64)), _unit(np.asarray(b, dtype=np.float64))
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"atoms of shape {a.shape[1:]} and {b.shape[1:]} cannot be compared.")
     spatial = a.shape[2:]
+    if int(upsample) != upsample or upsample < 1:
+        raise ValueError(f"upsample must be a positive whole number, got {upsample}.")
     if not shift_invariant or not spatial:
         cos = a.reshape(len(a), -1) @ b.reshape(len(b), -1).T
-        return cos, np.zeros(cos.shape + (len(spatial),), dtype=int)
+        return cos, np.zeros(cos.shape + (len(spatial),))
     axes = tuple(range(-len(spatial), 0))
     fa = np.fft.rfftn(a, axes=axes)
     fb = np.fft.rfftn(b, axes=axes)
     # corr[i, j, sigma] = sum_{c, s} a_i(s) b_j(s + sigma)
     corr = np.fft.irfftn(np.einsum("ic...,jc...->ij...", np.conj(fa), fb), s=spatial, axes=axes)
+    fine = tuple(upsample * n for n in spatial)
+    if upsample > 1:
+        pairs = corr.reshape((-1,) + spatial)
+        corr = np.asarray(resample(jnp.asarray(pairs), Grid(spatial), Grid(fine))).astype(
+            np.float64
+        )
     flat = corr.reshape(len(a), len(b), -1)
     best = np.argmax(np.abs(flat), axis=-1)
     cos = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0]
-    shifts = np.stack(np.unravel_index(best, spatial), axis=-1)
-    return cos, shifts
+    shifts = np.stack(np.unravel_index(best, fine), axis=-1) / upsample
+    spatial_array = np.asarray(spatial)
+    shifts = np.where(shifts > spatial_array / 2, shifts - spatial_array, shifts)
+    return np.clip(cos, -1.0, 1.0), shifts
 
 
 def mutual_coherence(
@@ -97,7 +114,7 @@ class Recovery(eqx.Module):
     cosine: Float[np.ndarray, " p"]
     match: Int[np.ndarray, " p"]
     sign: Float[np.ndarray, " p"]
-    shift: Int[np.ndarray, " p d"]
+    shift: Float[np.ndarray, " p d"]
     threshold: float = eqx.field(static=True)
 
     @property
@@ -117,15 +134,14 @@ class Recovery(eqx.Module):
 
     def align_atoms(self, atoms: Float[ArrayLike, " q *shape"]) -> Float[np.ndarray, " p *shape"]:
         """Put learned atoms in the order, sign and position of the true atoms they match
-        (zeros for unmatched true atoms), for plotting them on top of each other."""
+        (zeros for unmatched true atoms), for plotting them on top of each other. A shift that
+        is not a whole number of grid points is applied in Fourier (exact for band-limited
+        atoms)."""
         atoms = np.asarray(atoms)
         out = np.zeros((len(self.match),) + atoms.shape[1:], dtype=atoms.dtype)
-        axes = tuple(range(2, atoms.ndim))
         for i, j in enumerate(self.match):
             if j >= 0:
-                out[i] = self.sign[i] * np.roll(
-                    atoms[j], tuple(-self.shift[i]), axis=tuple(a - 1 for a in axes)
-                )
+                out[i] = self.sign[i] * _shift(atoms[j], -self.shift[i])
         return out
 
     def align(
@@ -133,15 +149,28 @@ class Recovery(eqx.Module):
     ) -> Float[np.ndarray, " batch p *code_spatial"]:
         """Put learned codes in the order, sign and position of the true concepts: the learned
         code matched to true concept $i$, times its sign, shifted by its shift (the shift that
-        moves a learned atom onto the true one moves its code the other way). Unmatched true
-        concepts get zero codes."""
+        moves a learned atom onto the true one moves its code the other way, rounded to whole
+        grid points). Unmatched true concepts get zero codes."""
         codes = np.asarray(codes)
         out = np.zeros((codes.shape[0], len(self.match)) + codes.shape[2:], dtype=codes.dtype)
         axes = tuple(range(1, codes.ndim - 1))
         for i, j in enumerate(self.match):
             if j >= 0:
-                out[:, i] = self.sign[i] * np.roll(codes[:, j], tuple(self.shift[i]), axis=axes)
+                whole = tuple(int(v) for v in np.round(self.shift[i]))
+                out[:, i] = self.sign[i] * np.roll(codes[:, j], whole, axis=axes)
         return out
+
+
+def _shift(atom: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """`atom` (channels, *spatial) moved by `shift` grid points: a roll, or a Fourier phase."""
+    axes = tuple(range(1, atom.ndim))
+    if np.all(np.round(shift) == shift):
+        return np.roll(atom, tuple(int(v) for v in shift), axis=axes)
+    spectrum = np.fft.fftn(atom, axes=axes)
+    for a, (sigma, n) in enumerate(zip(shift, atom.shape[1:])):
+        phase = np.exp(-2j * np.pi * np.fft.fftfreq(n) * sigma)
+        spectrum = spectrum * phase.reshape((-1,) + (1,) * (atom.ndim - 2 - a))
+    return np.fft.ifftn(spectrum, axes=axes).real
 
 
 def recovery(
@@ -149,6 +178,7 @@ def recovery(
     atoms: Float[ArrayLike, " q *shape"],
     *,
     shift_invariant: bool = False,
+    upsample: int = 1,
     threshold: float = 0.99,
 ) -> Recovery:
     """Match learned atoms to true atoms one to one by the Hungarian algorithm
@@ -156,18 +186,21 @@ def recovery(
     `shift_invariant`, to circular shifts (the symmetry of convolutional dictionaries).
 
     Atoms have shape `(channels, *spatial)`; `atoms` may hold more or fewer than `true_atoms`.
+    With `upsample` $> 1$ the shifts are searched on a finer grid (see `cosine_similarity`).
     The result is invariant to permuting either set.
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}.")
-    cos, shifts = cosine_similarity(true_atoms, atoms, shift_invariant=shift_invariant)
+    cos, shifts = cosine_similarity(
+        true_atoms, atoms, shift_invariant=shift_invariant, upsample=upsample
+    )
     rows, cols = scipy.optimize.linear_sum_assignment(-np.abs(cos))
     p = cos.shape[0]
     match = np.full(p, -1)
     match[rows] = cols
     matched = np.zeros(p)
     matched[rows] = cos[rows, cols]
-    shift = np.zeros((p, shifts.shape[-1]), dtype=int)
+    shift = np.zeros((p, shifts.shape[-1]))
     shift[rows] = shifts[rows, cols]
     return Recovery(
         cosine=np.abs(matched),

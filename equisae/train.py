@@ -1,6 +1,7 @@
 """Training: a jitted step for your own loop (`make_step`) and a complete loop (`fit`)."""
 
 import time
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -37,6 +38,10 @@ class NonFiniteLossError(FloatingPointError):
             f"{what} at step {step}; training stopped. error.model holds the last good model "
             f"(from before step {step}). Try a smaller learning rate or check the data's scale."
         )
+
+
+class InferenceWarning(UserWarning):
+    """Sparse inference did not converge within its step budget during training."""
 
 
 def _normalised(model: SAE, grid: Grid) -> SAE:
@@ -121,7 +126,11 @@ def fit(
 
     **Returns:** the trained model and its history, a dict of arrays with one entry per step:
     `step`, `loss`, `seconds` (wall time since the start) and every entry of the loss's `aux`
-    (for `SAELoss`: `reconstruction`, `l1`, `l0`, `explained_variance`).
+    (for `SAELoss`: `reconstruction`, `l1`, `l0`, `explained_variance`, `inference_steps`,
+    `converged`).
+
+    **Warns:** `InferenceWarning` the first time an encoder that solves to a tolerance
+    (`FixedPoint`, `ODEFlow`) reports that it did not converge on part of a batch.
 
     **Raises:** `ValueError` for empty data, data with NaN or inf, a shape that does not fit the
     grid, or bad `steps` / `batch_size`; `NonFiniteLossError`, holding the last good model, if
@@ -150,7 +159,7 @@ def fit(
         model = _normalised(model, grid)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     per_epoch = data.shape[0] // batch_size
-    records, seconds = [], []
+    records, seconds, unconverged = [], [], False
     start = time.perf_counter()
     with tqdm(total=steps, disable=not progress, desc="fit", unit="step") as bar:
         for i in range(steps):
@@ -165,6 +174,16 @@ def fit(
             if not finite:
                 raise NonFiniteLossError(i, value, model, opt_state)
             model, opt_state = new_model, new_opt_state
+            if "converged" in aux and not unconverged and float(aux["converged"]) < 1:
+                unconverged = True
+                warnings.warn(
+                    f"sparse inference did not converge for {1 - float(aux['converged']):.0%} of "
+                    f"the batch at step {i}: the encoder hit its step budget. Gradients there are "
+                    "approximate; raise max_steps or loosen the tolerance. history['converged'] "
+                    "holds the fraction for every step.",
+                    InferenceWarning,
+                    stacklevel=2,
+                )
             records.append((value, aux))
             seconds.append(time.perf_counter() - start)
             if progress and (i % max(steps // 100, 1) == 0 or i == steps - 1):

@@ -3,6 +3,7 @@ import os
 import hypothesis
 import jax
 import jax.random as jr
+import optax
 import pytest
 
 import equisae as eqs
@@ -30,6 +31,35 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def smooth_problem():
+    """Band-limited concepts (bandwidth 8) and one spike per sample on a lattice of 32 points:
+    exactly the same functions at every grid size."""
+    concepts = eqs.data.smooth(jr.key(0), 4, bandwidth=8)
+    return eqs.data.FunctionalModel(concepts, spikes=1, lattice=32)
+
+
+@pytest.fixture(scope="session")
+def trained_sae_fno(smooth_problem):
+    """An SAE-FNO (9 modes, unrolled FISTA) trained at n = 32 on the smooth problem."""
+    grid = eqs.Grid(32)
+    sample = smooth_problem.sample(jr.key(1), 4000, grid)
+    sae = eqs.SAE(
+        eqs.Unrolled(eqs.SoftThreshold(0.1), 50), eqs.Spectral(grid, 1, 4, 9, key=jr.key(2))
+    )
+    sae, history = eqs.fit(
+        sae,
+        sample.signals,
+        optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, 1500)),
+        steps=1500,
+        batch_size=32,
+        key=jr.key(3),
+        loss=eqs.SAELoss(l1=0.03),
+        progress=False,
+    )
+    return sae, grid, sample
 
 
 @pytest.fixture(scope="session")

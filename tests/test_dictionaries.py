@@ -191,3 +191,18 @@ def test_the_normal_operator_is_the_adjoint_of_the_forward_map(data):
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_convolutional_filters_keep_their_taps_on_other_grids():
+    """A CNN runs with the same taps on any grid: narrower on a finer grid, wrapped around (taps
+    added modulo n) on a grid smaller than the filter."""
+    dictionary = eqs.Convolutional(eqs.Grid(16), 1, 1, 5, key=jr.key(0))
+    taps = np.asarray(dictionary.weight[0, 0])  # offsets -2..2
+    fine = np.asarray(dictionary.atoms(eqs.Grid(32))[0, 0])
+    np.testing.assert_allclose(fine[[30, 31, 0, 1, 2]], taps, rtol=1e-6)
+    assert np.all(fine[3:30] == 0)
+    small = np.asarray(dictionary.atoms(eqs.Grid(3))[0, 0])
+    expected = np.zeros(3)
+    for offset, tap in zip(range(-2, 3), taps):
+        expected[offset % 3] += tap
+    np.testing.assert_allclose(small, expected, rtol=1e-5)

@@ -120,3 +120,27 @@ def test_l0_and_dead_fraction_count_active_codes():
     codes = jnp.zeros((4, 3, 5)).at[0, 0, 1].set(1.0).at[1, 0, 2].set(2.0).at[1, 2, 0].set(-1.0)
     assert float(metrics.l0(codes)) == pytest.approx(3 / 4)
     assert float(metrics.dead_fraction(codes)) == pytest.approx(1 / 3)
+
+
+def test_upsampled_shifts_find_atoms_moved_by_part_of_a_grid_point():
+    """Band-limited atoms shifted by half a grid point: grid shifts cannot align them, shifts on
+    a grid four times finer can (the cross-correlation is Fourier-interpolated)."""
+    grid = eqs.Grid(32)
+    concepts = eqs.data.smooth(jr.key(0), 3, bandwidth=10)
+    true = concepts(grid)
+    moved = concepts.evaluate(
+        concepts.coefficients * concepts.shift_phases(jnp.array([[0.5 / 32]])), grid
+    )
+    coarse = metrics.recovery(true, moved, shift_invariant=True)
+    fine = metrics.recovery(true, moved, shift_invariant=True, upsample=4)
+    assert coarse.fraction < 1.0
+    assert fine.fraction == 1.0
+    np.testing.assert_allclose(fine.shift[:, 0], 0.5)  # moved(s + 0.5 points) = true(s)
+    np.testing.assert_allclose(fine.align_atoms(moved), true, atol=1e-4)
+
+
+def test_upsample_must_be_a_positive_whole_number():
+    with pytest.raises(ValueError, match="upsample"):
+        metrics.recovery(
+            _atoms(0, (2, 1, 8)), _atoms(1, (2, 1, 8)), shift_invariant=True, upsample=0
+        )

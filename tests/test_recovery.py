@@ -30,30 +30,13 @@ def test_an_unrolled_sae_recovers_the_standard_vector_dictionary(vector_problem)
 
 
 @pytest.mark.slow
-def test_an_sae_fno_recovers_smooth_functional_concepts():
+def test_an_sae_fno_recovers_smooth_functional_concepts(trained_sae_fno):
     """Band-limited concepts (bandwidth 8) at n = 32, one spike per sample; an SAE-FNO with the
     matching 9 modes recovers at least 90% at |cos| > 0.99 after shift-aware matching.
 
     The outer loss keeps a small l1 term (0.03 against the encoder's lambda = 0.1): without it a
     dictionary that reconstructs from dense codes scores as well as the true one; with the full
-    lambda the shrinkage of the codes biases the atoms."""
-    grid = eqs.Grid(32)
-    concepts = eqs.data.smooth(jr.key(0), 4, bandwidth=8)
-    model = eqs.data.FunctionalModel(concepts, spikes=1, lattice=32)
-    sample = model.sample(jr.key(1), 4000, grid)
-    lam = 0.1
-    sae = eqs.SAE(
-        eqs.Unrolled(eqs.SoftThreshold(lam), 50), eqs.Spectral(grid, 1, 4, 9, key=jr.key(2))
-    )
-    sae, _ = eqs.fit(
-        sae,
-        sample.signals,
-        optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, 1500)),
-        steps=1500,
-        batch_size=32,
-        key=jr.key(3),
-        loss=eqs.SAELoss(l1=0.03),
-        progress=False,
-    )
+    lambda the shrinkage of the codes biases the atoms (see the fixture in conftest.py)."""
+    sae, grid, sample = trained_sae_fno
     result = eqs.metrics.recovery(sample.concepts, sae.dictionary.atoms(grid), shift_invariant=True)
     assert result.fraction >= 0.9, result.cosine
