@@ -373,10 +373,12 @@ class Lifted(AbstractDictionary):
 
     @property
     def concepts(self) -> int:
+        """$p$, the concepts of the inner dictionary."""
         return self.inner.concepts
 
     @property
     def channels(self) -> int:
+        """$c$, the channels of the signals (the projection's output)."""
         return self.projection.out_channels
 
     def __call__(
