@@ -1,7 +1,13 @@
 """equisae: sparse autoencoders and sparse autoencoder neural operators for model recovery in
 function spaces, in JAX and Equinox."""
 
-from . import data as data, metrics as metrics, plotting as plotting, train as train
+from . import (
+    data as data,
+    metrics as metrics,
+    plotting as plotting,
+    train as train,
+)
+from ._dead import resample_dead as resample_dead
 from ._dictionaries import (
     AbstractDictionary as AbstractDictionary,
     Convolutional as Convolutional,
@@ -19,6 +25,13 @@ from ._encoders import (
     Unrolled as Unrolled,
 )
 from ._grid import Grid as Grid, resample as resample
+from ._io import (
+    Checkpoint as Checkpoint,
+    CheckpointError as CheckpointError,
+    load as load,
+    load_hyperparameters as load_hyperparameters,
+    save as save,
+)
 from ._layers import (
     AbstractOperator as AbstractOperator,
     Conv as Conv,
@@ -35,6 +48,8 @@ from ._sae import SAE as SAE
 from ._solvers import AcceleratedFixedPoint as AcceleratedFixedPoint
 from ._sparsity import (
     AbstractSparsity as AbstractSparsity,
+    BatchTopK as BatchTopK,
+    JumpReLU as JumpReLU,
     NonNegSoftThreshold as NonNegSoftThreshold,
     SoftThreshold as SoftThreshold,
     TopK as TopK,
@@ -42,8 +57,11 @@ from ._sparsity import (
 from .train import (
     InferenceWarning as InferenceWarning,
     NonFiniteLossError as NonFiniteLossError,
+    dead_concepts as dead_concepts,
     fit as fit,
     make_step as make_step,
+    stack as stack,
+    unstack as unstack,
 )
 
 __version__ = "0.1.0"

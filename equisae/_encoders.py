@@ -12,7 +12,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ._dictionaries import AbstractDictionary, operator_norm
 from ._grid import Grid
 from ._solvers import AcceleratedFixedPoint
-from ._sparsity import AbstractSparsity
+from ._sparsity import AbstractSparsity, BatchTopK
 
 
 class Diagnostics(eqx.Module):
@@ -67,9 +67,10 @@ class Amortised(AbstractEncoder):
     layer: Callable[[Array], Array]
     sparsity: AbstractSparsity
 
-    def infer(
+    def preactivations(
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
-    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+    ) -> Float[Array, " p *code_spatial"]:
+        """$u = E x$, the codes before the activation."""
         u = self.layer(x)
         expected = dictionary.code_shape(grid)
         if u.shape != expected:
@@ -77,6 +78,12 @@ class Amortised(AbstractEncoder):
                 f"Amortised encoder layer gives codes of shape {u.shape}, but the dictionary "
                 f"expects {expected}."
             )
+        return u
+
+    def infer(
+        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+    ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        u = self.preactivations(x, dictionary, grid)
         zero = jnp.zeros((), jnp.int32)
         return self.sparsity(u), Diagnostics(zero, jnp.array(True), jnp.zeros(()))
 
@@ -129,6 +136,14 @@ class _AbstractModelBased(AbstractEncoder):
         step = self.step_size(dictionary, grid)
         target = dictionary.adjoint(x, grid)
         return _ProximalGradient(self.sparsity, self.ridge), (dictionary, target, step, grid)
+
+
+def _check_per_example(name: str, sparsity: AbstractSparsity) -> None:
+    if isinstance(sparsity, BatchTopK):
+        raise ValueError(
+            f"{name} solves each example to its own tolerance, but BatchTopK couples the examples "
+            "of a batch; use it with Amortised or Unrolled encoders, or use TopK."
+        )
 
 
 def _check_common(ridge: float, power_iterations: int, step_safety: float) -> None:
@@ -266,6 +281,7 @@ class FixedPoint(_AbstractModelBased):
         - `power_iterations`, `step_safety`: as in `Unrolled`.
         """
         _check_common(ridge, power_iterations, step_safety)
+        _check_per_example("FixedPoint", sparsity)
         if int(max_steps) != max_steps or max_steps < 1:
             raise ValueError(f"max_steps must be a positive whole number, got {max_steps}.")
         self.sparsity = sparsity
@@ -361,6 +377,7 @@ class ODEFlow(AbstractEncoder):
         """
         if not ridge >= 0:
             raise ValueError(f"ridge must be >= 0, got {ridge}.")
+        _check_per_example("ODEFlow", sparsity)
         if int(max_steps) != max_steps or max_steps < 1:
             raise ValueError(f"max_steps must be a positive whole number, got {max_steps}.")
         self.sparsity = sparsity

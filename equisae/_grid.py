@@ -57,7 +57,7 @@ class Grid(eqx.Module):
         axes = [jnp.arange(n) / n for n in self.shape]
         return jnp.stack(jnp.meshgrid(*axes, indexing="ij")) if axes else jnp.zeros((0,))
 
-    def check(self, x: Array, name: str = "x", channels: int | None = None) -> None:
+    def check(self, x: Array | np.ndarray, name: str = "x", channels: int | None = None) -> None:
         """Raise a `ValueError` unless `x` has shape `(channels, *grid.shape)`."""
         expected = ("c" if channels is None else channels, *self.shape)
         ok = x.ndim == 1 + self.ndim and tuple(x.shape[1:]) == self.shape

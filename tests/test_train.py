@@ -40,7 +40,16 @@ def test_make_step_lowers_the_loss_and_keeps_unit_atoms(small):
     assert float(value) == pytest.approx(float(before))
     assert after < before
     np.testing.assert_allclose(new.dictionary.atom_norms(GRID), 1.0, rtol=1e-5)
-    assert set(aux) == {"reconstruction", "l1", "l0", "explained_variance"}
+    assert set(aux) == {
+        "reconstruction",
+        "l1",
+        "l0",
+        "explained_variance",
+        "inference_steps",
+        "converged",
+        "firing",
+    }
+    assert aux["firing"].shape == (20,)
 
 
 def test_fit_records_a_history_of_every_step(small):
@@ -54,8 +63,14 @@ def test_fit_records_a_history_of_every_step(small):
         "l1",
         "l0",
         "explained_variance",
+        "inference_steps",
+        "converged",
+        "resampled",
+        "firing",
     }
-    assert all(len(v) == 12 for v in history.values())
+    assert history["firing"].shape == (20,)
+    assert np.all((history["firing"] >= 0) & (history["firing"] <= 1))
+    assert all(len(v) == 12 for name, v in history.items() if name != "firing")
     assert np.all(np.diff(history["seconds"]) >= 0)
     assert history["loss"][-1] < history["loss"][0]
 
