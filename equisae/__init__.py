@@ -4,6 +4,7 @@ function spaces, in JAX and Equinox."""
 from . import (
     data as data,
     metrics as metrics,
+    operators as operators,
     plotting as plotting,
     train as train,
 )

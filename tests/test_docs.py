@@ -14,6 +14,7 @@ MODULES = {
     "equisae.metrics": eqs.metrics,
     "equisae.train": eqs.train,
     "equisae.plotting": eqs.plotting,
+    "equisae.operators": eqs.operators,
 }
 API = pathlib.Path(__file__).parents[1] / "docs" / "api"
 

@@ -1,5 +1,16 @@
 """Synthetic data from sparse generative models with known concepts and codes."""
 
+from ._burgers import (
+    burgers as burgers,
+    burgers_steps as burgers_steps,
+    solve_burgers as solve_burgers,
+)
+from ._darcy import (
+    darcy as darcy,
+    darcy_operator as darcy_operator,
+    darcy_residual as darcy_residual,
+    solve_darcy as solve_darcy,
+)
 from ._generative import (
     AbstractGenerativeModel as AbstractGenerativeModel,
     FourierConcepts as FourierConcepts,
@@ -12,3 +23,4 @@ from ._generative import (
     rough as rough,
     smooth as smooth,
 )
+from ._pde import PDEData as PDEData, gaussian_random_field as gaussian_random_field
