@@ -79,14 +79,16 @@ def evaluate(
     }
 
 
-def study(ndim: int, quick: bool, key) -> dict:
-    """Train at one grid, evaluate at all; returns the numbers per model and grid."""
+def study(ndim: int, quick: bool, key, train_steps: int | None = None) -> dict:
+    """Train at one grid, evaluate at all; returns the numbers per model and grid.
+    `train_steps` overrides the number of training steps."""
     if ndim == 1:
         train_n, sizes, bandwidth, concepts, lattice = 64, [32, 64, 128, 256], 12, 4, 32
         steps, unrolled = (300, 60) if quick else (1500, 100)
     else:
         train_n, sizes, bandwidth, concepts, lattice = 32, [16, 32, 64, 128], 4, 3, 16
         steps, unrolled = (100, 30) if quick else (600, 60)
+    steps = steps if train_steps is None else train_steps
     kc, kd, kf, kcnn, ke = jr.split(key, 5)
     functions = eqs.data.smooth(kc, concepts, ndim=ndim, bandwidth=bandwidth)
     model = eqs.data.FunctionalModel(functions, spikes=1, lattice=lattice)
