@@ -182,6 +182,48 @@ def _scatter(a: Array, index: np.ndarray, n: int, axis: int) -> Array:
     return jnp.moveaxis(out, 0, axis)
 
 
+def _truncated(indices: list[tuple[np.ndarray, np.ndarray]], spatial: tuple[int, ...]) -> bool:
+    """Whether to transform by Fourier matrices: at most a quarter of the points kept per axis."""
+    return all(4 * len(spectrum) <= n for (spectrum, _), n in zip(indices, spatial))
+
+
+_HIGHEST = jax.lax.Precision.HIGHEST  # exact float32 products on every backend (no TF32)
+
+
+def _along(a: Array, matrix: np.ndarray, axis: int) -> Array:
+    """Contract `axis` of `a` with the rows of `matrix`; the result's axis stays in place."""
+    out = jnp.tensordot(a, jnp.asarray(matrix, a.dtype), axes=([axis], [0]), precision=_HIGHEST)
+    return jnp.moveaxis(out, -1, axis)
+
+
+def _dft_forward(x: Array, spectra: list[np.ndarray]) -> Array:
+    """`rfftn(x, norm="forward")` at the frequencies `spectra` (per axis), by matrix products."""
+    n = x.shape[-1]
+    angle = 2 * np.pi * np.outer(np.arange(n), spectra[-1]) / n
+    real = _along(x, np.cos(angle) / n, x.ndim - 1)
+    imag = _along(x, -np.sin(angle) / n, x.ndim - 1)
+    x_hat = jax.lax.complex(real, imag)
+    for a, spectrum in enumerate(spectra[:-1]):
+        m = x.shape[1 + a]
+        x_hat = _along(x_hat, np.exp(-2j * np.pi * np.outer(np.arange(m), spectrum) / m) / m, 1 + a)
+    return x_hat
+
+
+def _dft_inverse(y_hat: Array, spectra: list[np.ndarray], spatial: tuple[int, ...]) -> Array:
+    """`irfftn(scatter(y_hat), s=spatial, norm="forward")` by matrix products: the inverse
+    transform of the kept frequencies (repeated frequencies add), real on the last axis."""
+    for a, spectrum in enumerate(spectra[:-1]):
+        m = spatial[a]
+        y_hat = _along(y_hat, np.exp(2j * np.pi * np.outer(spectrum, np.arange(m)) / m), 1 + a)
+    n, k = spatial[-1], spectra[-1]
+    # a Hermitian half spectrum: frequencies 0 and n/2 count once, the others twice
+    count = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]
+    angle = 2 * np.pi * np.outer(k, np.arange(n)) / n
+    last = y_hat.ndim - 1
+    cosine, sine = count * np.cos(angle), count * np.sin(angle)
+    return _along(jnp.real(y_hat), cosine, last) - _along(jnp.imag(y_hat), sine, last)
+
+
 class SpectralConv(AbstractOperator):
     """A Fourier layer: a convolution whose kernel is given by its lowest Fourier modes,
     $\\hat y_o(f) = \\sum_c W_{c o}(f)\\, \\hat x_c(f)$ for $|f_a| < K_a$ on every axis, and
@@ -241,9 +283,16 @@ class SpectralConv(AbstractOperator):
         ]
 
     def to_modes(self, x: Float[Array, " c *spatial"]) -> Complex[Array, " c *kept"]:
-        """The kept Fourier coefficients $\\hat x(f)$ of `x` on its grid."""
+        """The kept Fourier coefficients $\\hat x(f)$ of `x` on its grid.
+
+        When few modes are kept (at most a quarter of the points on every axis) the truncated
+        transform is computed as products with the Fourier matrices of the kept frequencies
+        rather than a full FFT and a gather: the same numbers, faster on CPUs."""
+        indices = self._indices(x.shape[1:])
+        if _truncated(indices, x.shape[1:]):
+            return _dft_forward(x, [spectrum for spectrum, _ in indices])
         x_hat = jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
-        for a, (spectrum, _) in enumerate(self._indices(x.shape[1:])):
+        for a, (spectrum, _) in enumerate(indices):
             x_hat = _gather(x_hat, spectrum, axis=1 + a)
         return x_hat
 
@@ -252,8 +301,11 @@ class SpectralConv(AbstractOperator):
     ) -> Float[Array, " c *spatial"]:
         """The function on the grid `spatial` with these kept Fourier coefficients (the
         transpose of `to_modes` up to the quadrature weights)."""
+        indices = self._indices(spatial)
+        if _truncated(indices, spatial):
+            return _dft_inverse(y_hat, [spectrum for spectrum, _ in indices], spatial)
         half = spatial[:-1] + (spatial[-1] // 2 + 1,)
-        for a, ((spectrum, _), n) in enumerate(zip(self._indices(spatial), half)):
+        for a, ((spectrum, _), n) in enumerate(zip(indices, half)):
             y_hat = _scatter(y_hat, spectrum, n, axis=1 + a)
         return jnp.fft.irfftn(
             y_hat, s=spatial, axes=tuple(range(1, len(spatial) + 1)), norm="forward"
