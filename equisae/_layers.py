@@ -198,11 +198,11 @@ def _along(a: Array, matrix: np.ndarray, axis: int) -> Array:
 
 def _dft_forward(x: Array, spectra: list[np.ndarray]) -> Array:
     """`rfftn(x, norm="forward")` at the frequencies `spectra` (per axis), by matrix products."""
-    n = x.shape[-1]
+    n, kept = x.shape[-1], len(spectra[-1])
     angle = 2 * np.pi * np.outer(np.arange(n), spectra[-1]) / n
-    real = _along(x, np.cos(angle) / n, x.ndim - 1)
-    imag = _along(x, -np.sin(angle) / n, x.ndim - 1)
-    x_hat = jax.lax.complex(real, imag)
+    # one product for the real and imaginary parts: one pass over the (large) input
+    both = _along(x, np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) / n, x.ndim - 1)
+    x_hat = jax.lax.complex(both[..., :kept], both[..., kept:])
     for a, spectrum in enumerate(spectra[:-1]):
         m = x.shape[1 + a]
         x_hat = _along(x_hat, np.exp(-2j * np.pi * np.outer(np.arange(m), spectrum) / m) / m, 1 + a)
@@ -219,9 +219,10 @@ def _dft_inverse(y_hat: Array, spectra: list[np.ndarray], spatial: tuple[int, ..
     # a Hermitian half spectrum: frequencies 0 and n/2 count once, the others twice
     count = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]
     angle = 2 * np.pi * np.outer(k, np.arange(n)) / n
-    last = y_hat.ndim - 1
-    cosine, sine = count * np.cos(angle), count * np.sin(angle)
-    return _along(jnp.real(y_hat), cosine, last) - _along(jnp.imag(y_hat), sine, last)
+    # one product for the real and imaginary parts: one pass over the (large) output
+    both = jnp.concatenate([jnp.real(y_hat), jnp.imag(y_hat)], axis=-1)
+    basis = np.concatenate([count * np.cos(angle), -count * np.sin(angle)], axis=0)
+    return _along(both, basis, y_hat.ndim - 1)
 
 
 class SpectralConv(AbstractOperator):
