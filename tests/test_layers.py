@@ -178,3 +178,25 @@ def test_spectral_weights_are_real_so_optimisers_descend():
     stepped = eqx_set_weight(layer, layer.weight - 1e-3 * grads.weight)
     assert loss(stepped) < loss(layer)
     assert relative_error(layer.complex_weight.real, layer.weight[0]) == 0.0
+
+
+@pytest.mark.parametrize("spatial,modes", [((256,), (16,)), ((64, 32), (5, 4))])
+def test_truncated_transforms_by_fourier_matrices_equal_the_fft(spatial, modes):
+    """With few modes kept, `to_modes`/`from_modes` use products with Fourier matrices; they
+    give the numbers of the FFT followed by a gather (and of the scatter and inverse FFT)."""
+    layer = eqs.SpectralConv(2, 3, modes, key=jr.key(0))
+    x = jr.normal(jr.key(1), (2,) + spatial)
+    expected = jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
+    for axis, (spectrum, _) in enumerate(layer._indices(spatial)):
+        expected = jnp.take(expected, spectrum, axis=1 + axis)
+    x_hat = layer.to_modes(x)
+    np.testing.assert_allclose(x_hat, expected, atol=1e-6)
+    half = spatial[:-1] + (spatial[-1] // 2 + 1,)
+    full = x_hat
+    for axis, ((spectrum, _), n) in enumerate(zip(layer._indices(spatial), half)):
+        moved = jnp.moveaxis(full, 1 + axis, 0)
+        full = jnp.moveaxis(
+            jnp.zeros((n,) + moved.shape[1:], full.dtype).at[spectrum].add(moved), 0, 1 + axis
+        )
+    expected_back = jnp.fft.irfftn(full, s=spatial, axes=tuple(range(1, x.ndim)), norm="forward")
+    np.testing.assert_allclose(layer.from_modes(x_hat, spatial), expected_back, atol=1e-5)
