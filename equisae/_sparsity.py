@@ -125,6 +125,13 @@ def _kth_largest(values: Array, k: Array) -> Array:
     return jnp.take(jnp.sort(values), values.size - k)
 
 
+def _as_k(name: str, k) -> Array:
+    """`k` as an int32 array, checked to be a positive whole number unless traced (a sweep)."""
+    if not isinstance(k, jax.core.Tracer) and (int(k) != k or k < 1):
+        raise ValueError(f"{name} needs a positive whole number k, got k={k}.")
+    return jnp.asarray(k, jnp.int32)
+
+
 def _check_k(name: str, k, size: int, shape) -> None:
     if not isinstance(k, jax.core.Tracer) and int(k) > size:
         raise ValueError(
@@ -148,9 +155,7 @@ class TopK(AbstractSparsity):
     nonnegative: bool = eqx.field(static=True)
 
     def __init__(self, k: int | Int[ArrayLike, " "], *, nonnegative: bool = False):
-        if not isinstance(k, jax.core.Tracer) and (int(k) != k or k < 1):
-            raise ValueError(f"TopK needs a positive whole number k, got k={k}.")
-        self.k = jnp.asarray(k, jnp.int32)
+        self.k = _as_k("TopK", k)
         self.nonnegative = nonnegative
 
     def __call__(
@@ -183,9 +188,7 @@ class BatchTopK(AbstractSparsity):
     axis_name: str = eqx.field(static=True)
 
     def __init__(self, k: int | Int[ArrayLike, " "], *, axis_name: str = "batch"):
-        if not isinstance(k, jax.core.Tracer) and (int(k) != k or k < 1):
-            raise ValueError(f"BatchTopK needs a positive whole number k, got k={k}.")
-        self.k = jnp.asarray(k, jnp.int32)
+        self.k = _as_k("BatchTopK", k)
         self.axis_name = axis_name
 
     def __call__(

@@ -152,6 +152,12 @@ def test_implicit_encoders_drop_into_every_family(family, build_encoder):
     np.testing.assert_allclose(codes, expected, atol=2e-3 * float(jnp.max(jnp.abs(expected))))
 
 
+def _fit_two_steps(sae, data):
+    return eqs.fit(
+        sae, data, optimizer=optax.adam(1e-3), steps=2, batch_size=16, key=jr.key(3), progress=False
+    )
+
+
 def test_fit_warns_when_inference_does_not_converge():
     grid, _, _ = _vector_problem()
     data = eqs.data.VectorModel(jr.key(0), 30, 20, 3).sample(jr.key(1), 64).signals
@@ -159,29 +165,13 @@ def test_fit_warns_when_inference_does_not_converge():
         eqs.FixedPoint(eqs.SoftThreshold(0.2), max_steps=2), eqs.Dense(grid, 30, 20, key=jr.key(2))
     )
     with pytest.warns(eqs.InferenceWarning, match="did not converge"):
-        _, history = eqs.fit(
-            sae,
-            data,
-            optimizer=optax.adam(1e-3),
-            steps=2,
-            batch_size=16,
-            key=jr.key(3),
-            progress=False,
-        )
+        _, history = _fit_two_steps(sae, data)
     assert np.all(history["converged"] < 1)
     # and a converging encoder does not warn
     sae = eqs.SAE(eqs.FixedPoint(eqs.SoftThreshold(0.2)), eqs.Dense(grid, 30, 20, key=jr.key(2)))
     with warnings.catch_warnings():
         warnings.simplefilter("error", eqs.InferenceWarning)
-        _, history = eqs.fit(
-            sae,
-            data,
-            optimizer=optax.adam(1e-3),
-            steps=2,
-            batch_size=16,
-            key=jr.key(3),
-            progress=False,
-        )
+        _, history = _fit_two_steps(sae, data)
     assert np.all(history["converged"] == 1) and np.all(history["inference_steps"] > 1)
 
 
