@@ -95,7 +95,12 @@ def _multiply_transpose(multipliers: Array, y_hat: Array) -> Array:
 
 
 def _multiply_normal(multipliers: Array, x_hat: Array) -> Array:
-    """$M^H M \\hat x$ at every frequency, through the $p \\times p$ Gram matrices."""
+    """$M^H M \\hat x$ at every frequency: through the $p \\times p$ Gram matrices when
+    there are fewer concepts than twice the channels, else through the $c$ channels
+    ($M \\hat x$ first), whichever takes fewer products."""
+    concepts, channels = multipliers.shape[:2]
+    if 2 * channels < concepts:
+        return _multiply_transpose(multipliers, _multiply(multipliers, x_hat))
     gram = jnp.einsum("io...,jo...->ij...", jnp.conj(multipliers), multipliers)
     return jnp.einsum("ij...,j...->i...", gram, x_hat)
 
@@ -235,7 +240,7 @@ class Convolutional(AbstractDictionary):
         return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
 
     def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* D z$ with the $p \\times p$ Gram matrix of the filters at every frequency."""
+        """$D^* D z$ frequency by frequency: one forward and one inverse FFT."""
         grid.check(codes, "codes", self.concepts)
         return self._ifft(_multiply_normal(self.multipliers(grid), self._fft(codes)), grid)
 
@@ -315,11 +320,25 @@ class Spectral(AbstractDictionary):
         return self.conv.from_modes(_multiply_transpose(w, self.conv.to_modes(x)), grid.shape)
 
     def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* D z = F^{+} W^H W F z$ with the $p \\times p$ Gram matrix of every kept mode:
-        one forward and one inverse FFT per application (half the work of $D^*(D z)$)."""
+        """$D^* D z = F^{+} W^H W F z$, mode by mode: one forward and one inverse transform
+        per application (half the work of $D^*(D z)$)."""
         grid.check(codes, "codes", self.concepts)
         w = self.conv.multipliers(grid.shape)
         return self.conv.from_modes(_multiply_normal(w, self.conv.to_modes(codes)), grid.shape)
+
+    def atom_norms(self, grid: Grid) -> Float[Array, " p"]:
+        """The $L^2(\\Omega)$ norm of every atom by Parseval,
+        $\\|D e_k\\|^2 = \\sum_f |\\hat\\kappa_k(f)|^2$ over the whole spectrum (a kept
+        frequency of the half spectrum and its mirror image), without forming the atoms."""
+        indices = self.conv._indices(grid.shape)
+        if any(len(np.unique(spectrum)) < len(spectrum) for spectrum, _ in indices):
+            # a Nyquist frequency kept twice: its two coefficients add up on the grid
+            return super().atom_norms(grid)
+        w = self.conv.multipliers(grid.shape)
+        n, k = grid.shape[-1], indices[-1][0]
+        mirrored = np.where((k == 0) | (2 * k == n), 1.0, 2.0)
+        power = (jnp.real(w) ** 2 + jnp.imag(w) ** 2) * mirrored
+        return jnp.sqrt(jnp.sum(power, axis=tuple(range(1, w.ndim))))
 
     def rescale(self, factors: Float[Array, " p"]) -> "Spectral":
         scale = factors.reshape((1, -1) + (1,) * (self.conv.weight.ndim - 2))

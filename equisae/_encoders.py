@@ -209,14 +209,17 @@ class Unrolled(_AbstractModelBased):
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
         fn, args = self._problem(x, dictionary, grid)
-        z0 = jnp.zeros_like(args[1])
+        _, target, step, _ = args
+        # the first step from z = 0 needs no D*D: T(0) = prox(t D* x); FISTA's first
+        # extrapolation is zero, so both methods continue from (z_1, y_1 = z_1)
+        z1 = _prox(self.sparsity, step * target, step, self.ridge)
 
         if self.method == "ista":
 
             def ista(z, _):
                 return fn(z, args), None
 
-            z, _ = jax.lax.scan(ista, z0, None, length=self.steps)
+            z, _ = jax.lax.scan(ista, z1, None, length=self.steps - 1)
         else:
 
             def fista(state, _):
@@ -226,8 +229,8 @@ class Unrolled(_AbstractModelBased):
                 y_next = z_next + ((momentum - 1) / momentum_next) * (z_next - z)
                 return (z_next, y_next, momentum_next), None
 
-            init = (z0, z0, jnp.ones((), x.dtype))
-            (z, _, _), _ = jax.lax.scan(fista, init, None, length=self.steps)
+            momentum = (1 + jnp.sqrt(jnp.asarray(5.0, z1.dtype))) / 2  # after the first step
+            (z, _, _), _ = jax.lax.scan(fista, (z1, z1, momentum), None, length=self.steps - 1)
         residual = jax.lax.stop_gradient(_relative_residual(z, fn(z, args)))
         steps = jnp.array(self.steps, jnp.int32)
         return z, Diagnostics(steps, jnp.array(True), residual)

@@ -82,7 +82,8 @@ class SoftThreshold(AbstractSparsity):
     def __call__(
         self, u: Float[Array, " *shape"], step: float | Float[ArrayLike, " "] = 1.0
     ) -> Float[Array, " *shape"]:
-        return jnp.sign(u) * jax.nn.relu(jnp.abs(u) - step * self._lambda(u))
+        threshold = step * self._lambda(u)
+        return jnp.where(jnp.abs(u) > threshold, u - jnp.sign(u) * threshold, 0.0)
 
     def penalty(self, z: Float[Array, " *shape"]) -> Float[Array, " "]:
         return jnp.sum(self._lambda(z) * jnp.abs(z))

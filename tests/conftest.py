@@ -56,7 +56,7 @@ def trained_sae_fno(smooth_problem):
         steps=1500,
         batch_size=32,
         key=jr.key(3),
-        loss=eqs.SAELoss(l1=0.03),
+        loss=eqs.SAELoss(l1=0.05),
         progress=False,
     )
     return sae, grid, sample

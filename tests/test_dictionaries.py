@@ -73,6 +73,22 @@ def test_normalise_gives_unit_atoms(data):
     np.testing.assert_allclose(scaled.normalise(grid).atom_norms(grid), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "train,grid,modes",
+    [((16,), (16,), 3), ((16,), (16,), None), ((15,), (15,), None), ((6, 8), (6, 8), 3),
+     ((6, 8), (6, 8), None), ((64,), (16,), 20), ((32, 32), (15, 16), 12)],
+)  # fmt: skip
+def test_spectral_atom_norms_by_parseval_are_the_norms_of_the_atoms(train, grid, modes):
+    """Spectral computes atom norms from its Fourier multipliers; they equal the L2 norms of
+    the atoms formed on the grid (odd and even sizes, the Nyquist mode, a coarser grid)."""
+    dictionary = eqs.Spectral(eqs.Grid(train), 2, 3, modes, key=jr.key(0))
+    dictionary = dictionary.rescale(jnp.array([0.5, 1.0, 3.0]))
+    grid = eqs.Grid(grid)
+    atoms = dictionary.atoms(grid)
+    formed = jnp.sqrt(grid.integrate(jnp.sum(atoms**2, axis=1)))
+    np.testing.assert_allclose(dictionary.atom_norms(grid), formed, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["dense", "convolutional", "spectral"])
 def test_new_dictionaries_start_with_unit_atoms(family):
     grid = eqs.Grid(16)

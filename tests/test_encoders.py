@@ -70,6 +70,25 @@ def test_few_steps_do_not_reach_the_optimum():
         _assert_lasso_kkt(codes, x, dictionary, grid, 0.2)
 
 
+@pytest.mark.parametrize("method", ["ista", "fista"])
+@pytest.mark.parametrize("kind", ["vector", "function"])
+def test_unrolled_steps_are_the_proximal_gradient_iteration_from_zero(method, kind):
+    """T unrolled steps equal T proximal-gradient (or FISTA) steps from z = 0, written out."""
+    grid, dictionary, x = _problem(kind)
+    sparsity = eqs.SoftThreshold(0.2)
+    encoder = eqs.Unrolled(sparsity, 4, method=method)
+    t = encoder.step_size(dictionary, grid)
+    target = dictionary.adjoint(x, grid)
+    z = y = jnp.zeros_like(target)
+    momentum = 1.0
+    for _ in range(4):
+        z_next = sparsity(y - t * (dictionary.normal(y, grid) - target), t)
+        momentum_next = (1 + np.sqrt(1 + 4 * momentum**2)) / 2
+        extrapolation = (momentum - 1) / momentum_next if method == "fista" else 0.0
+        z, y, momentum = z_next, z_next + extrapolation * (z_next - z), momentum_next
+    np.testing.assert_allclose(_encode(encoder, x, dictionary, grid), z, rtol=1e-5, atol=1e-6)
+
+
 def test_unrolled_topk_is_iterative_hard_thresholding():
     """Unrolled ISTA with TopK is IHT: it ends at a fixed point z = H_k(z - t D*(Dz - x))."""
     grid, dictionary, x = _problem("vector")

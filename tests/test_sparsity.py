@@ -107,6 +107,24 @@ def test_fixed_thresholds_get_no_gradient_and_learnable_ones_do():
     assert learned.threshold < 0.0
 
 
+def test_the_soft_threshold_has_the_derivatives_of_its_formula():
+    """d/du sign(u) max(|u| - t lam, 0) = 1 on the support, 0 off it; d/dlam = -t sign(u) on the
+    support (a learnable threshold)."""
+    u = jnp.array([-2.0, -0.7, -0.3, 0.0, 0.2, 0.9, 3.0])
+    step, lam = 1.5, 0.4
+    sparsity = eqs.SoftThreshold(lam, learnable=True)
+    support = jnp.abs(u) > step * lam
+    weights = jnp.arange(1.0, 8.0)
+
+    def loss(sparsity, u):
+        return jnp.sum(weights * sparsity(u, step))
+
+    d_sparsity, d_u = jax.grad(loss, argnums=(0, 1))(sparsity, u)
+    np.testing.assert_allclose(d_u, jnp.where(support, weights, 0.0))
+    expected = -step * jnp.sum(jnp.where(support, weights * jnp.sign(u), 0.0))
+    np.testing.assert_allclose(d_sparsity.threshold, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("build", [eqs.SoftThreshold, eqs.NonNegSoftThreshold])
 @pytest.mark.parametrize("bad", [-0.1, float("nan")])
 def test_a_negative_or_nan_lambda_is_refused(build, bad):
