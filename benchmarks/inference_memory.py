@@ -56,7 +56,7 @@ def measure(encoder, grid, dictionary, batch):
     return peak, seconds
 
 
-def main(steps: list[int]) -> str:
+def main(steps: list[int], record: bool = True) -> str:
     encoders = {f"Unrolled T={t}": eqs.Unrolled(eqs.SoftThreshold(0.1), t) for t in steps}
     encoders["FixedPoint"] = eqs.FixedPoint(eqs.SoftThreshold(0.1), rtol=TOLERANCE, atol=TOLERANCE)
     encoders["ODEFlow"] = eqs.ODEFlow(eqs.SoftThreshold(0.1), rtol=TOLERANCE, atol=TOLERANCE)
@@ -74,6 +74,8 @@ def main(steps: list[int]) -> str:
             print(lines[-1], flush=True)
         lines.append("")
     table = "\n".join(lines)
+    if not record:
+        return table
     append(
         "Inference memory: unrolled against implicit",
         "python benchmarks/inference_memory.py",
@@ -87,4 +89,6 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 50, 200, 1000])
-    print(main(parser.parse_args().steps))
+    parser.add_argument("--no-record", dest="record", action="store_false")
+    args = parser.parse_args()
+    print(main(args.steps, args.record))

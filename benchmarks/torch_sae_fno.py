@@ -23,7 +23,7 @@ import jax
 import jax.random as jr
 import optax
 import torch
-from _common import append, best_of
+from _common import append
 
 import equisae as eqs
 
@@ -89,7 +89,8 @@ def check_adjoint(model: TorchSAEFNO) -> None:
     assert torch.allclose(left, right, rtol=1e-4), (left, right)
 
 
-def torch_step_seconds(n, concepts, modes, steps, batch, lam, repeats) -> float:
+def torch_step(n, concepts, modes, steps, batch, lam):
+    """One PyTorch training step, as a callable, after checking the adjoint."""
     torch.manual_seed(0)
     model = TorchSAEFNO(n, concepts, modes, steps, lam)
     model.normalise()
@@ -105,16 +106,11 @@ def torch_step_seconds(n, concepts, modes, steps, batch, lam, repeats) -> float:
         model.normalise()
         return loss
 
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return step
 
 
-def equisae_step_seconds(n, concepts, modes, steps, batch, lam, repeats) -> float:
+def equisae_step(n, concepts, modes, steps, batch, lam):
+    """One equisae training step (`eqs.train.make_step`), as a callable that blocks."""
     grid = eqs.Grid((n,))
     sae = eqs.SAE(
         eqs.Unrolled(eqs.SoftThreshold(lam), steps, method="ista"),
@@ -124,7 +120,21 @@ def equisae_step_seconds(n, concepts, modes, steps, batch, lam, repeats) -> floa
     opt_state = optimizer.init(eqx.filter(sae, eqx.is_inexact_array))
     step = eqs.train.make_step(eqs.SAELoss(), optimizer)
     x = jr.normal(jr.key(1), (batch, 1, n))
-    return best_of(lambda: step(sae, opt_state, x, grid)[2], repeats)
+    return lambda: jax.block_until_ready(step(sae, opt_state, x, grid)[2])
+
+
+def interleaved_best(steps, repeats: int) -> list[float]:
+    """The best wall time of every callable in seconds, after a warm-up call of each, timing
+    them in turn `repeats` times so that a change in the machine's load hits all of them."""
+    for step in steps:
+        step()
+    best = [float("inf")] * len(steps)
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main(args) -> None:
@@ -135,9 +145,8 @@ def main(args) -> None:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, concepts in args.configs:
-        shape = (n, concepts, args.modes, args.steps, args.batch, 0.1, args.repeats)
-        ours = equisae_step_seconds(*shape)
-        theirs = torch_step_seconds(*shape)
+        shape = (n, concepts, args.modes, args.steps, args.batch, 0.1)
+        ours, theirs = interleaved_best([equisae_step(*shape), torch_step(*shape)], args.repeats)
         lines.append(
             f"| {n} | {concepts} | {args.modes} | {args.steps} | {args.batch} | "
             f"{1e3 * ours:.1f} | {1e3 * theirs:.1f} | {theirs / ours:.1f}× |"
@@ -158,6 +167,6 @@ if __name__ == "__main__":
     parser.add_argument("--modes", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-record", dest="record", action="store_false")
     main(parser.parse_args())
