@@ -72,7 +72,7 @@ def main(out: pathlib.Path, steps: int) -> None:
             steps=steps,
             batch_size=32,
             key=key_fit,
-            loss=eqs.SAELoss(l1=0.3 * LAMBDA),
+            loss=eqs.SAELoss(l1=0.5 * LAMBDA),
             progress=False,
         )
         seconds = time.perf_counter() - start
