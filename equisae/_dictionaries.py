@@ -95,9 +95,9 @@ def _multiply_transpose(multipliers: Array, y_hat: Array) -> Array:
 
 
 def _multiply_normal(multipliers: Array, x_hat: Array) -> Array:
-    """$M^H M \\hat x$ at every frequency: through the $p \\times p$ Gram matrices when
-    there are fewer concepts than twice the channels, else through the $c$ channels
-    ($M \\hat x$ first), whichever takes fewer products."""
+    """$M^H M \\hat x$ at every frequency, whichever way takes fewer products: through the
+    $p \\times p$ Gram matrices when $p \\le 2c$, else through the $c$ channels
+    ($M \\hat x$ first)."""
     concepts, channels = multipliers.shape[:2]
     if 2 * channels < concepts:
         return _multiply_transpose(multipliers, _multiply(multipliers, x_hat))
