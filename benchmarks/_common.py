@@ -29,12 +29,21 @@ def append(title: str, command: str, table: str) -> None:
         f.write(section)
 
 
+def interleaved_best(fns, repeats: int) -> list[float]:
+    """The best wall time in seconds of every callable in `fns` (each must block until its
+    work is done), after a warm-up call of each, timing them in turn `repeats` times so that a
+    change in the machine's load hits all of them."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def best_of(fn, repeats: int = 5) -> float:
     """The best wall time of `fn()` in seconds (after one warm-up call), blocking on results."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return interleaved_best([lambda: jax.block_until_ready(fn())], repeats)[0]

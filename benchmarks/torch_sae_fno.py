@@ -15,7 +15,6 @@ neuraloperator).
 
 import argparse
 import os
-import time
 import warnings
 
 import equinox as eqx
@@ -23,7 +22,7 @@ import jax
 import jax.random as jr
 import optax
 import torch
-from _common import append
+from _common import append, interleaved_best
 
 import equisae as eqs
 
@@ -121,20 +120,6 @@ def equisae_step(n, concepts, modes, steps, batch, lam):
     step = eqs.train.make_step(eqs.SAELoss(), optimizer)
     x = jr.normal(jr.key(1), (batch, 1, n))
     return lambda: jax.block_until_ready(step(sae, opt_state, x, grid)[2])
-
-
-def interleaved_best(steps, repeats: int) -> list[float]:
-    """The best wall time of every callable in seconds, after a warm-up call of each, timing
-    them in turn `repeats` times so that a change in the machine's load hits all of them."""
-    for step in steps:
-        step()
-    best = [float("inf")] * len(steps)
-    for _ in range(repeats):
-        for i, step in enumerate(steps):
-            start = time.perf_counter()
-            step()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def main(args) -> None:

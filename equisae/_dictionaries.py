@@ -9,7 +9,13 @@ import numpy as np
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
 from ._grid import Grid, code_grid
-from ._layers import AbstractOperator, Pointwise, SpectralConv, _per_axis
+from ._layers import (
+    AbstractOperator,
+    Pointwise,
+    SpectralConv,
+    _half_spectrum_multiplicity,
+    _per_axis,
+)
 
 
 class AbstractDictionary(eqx.Module):
@@ -335,8 +341,7 @@ class Spectral(AbstractDictionary):
             # a Nyquist frequency kept twice: its two coefficients add up on the grid
             return super().atom_norms(grid)
         w = self.conv.multipliers(grid.shape)
-        n, k = grid.shape[-1], indices[-1][0]
-        mirrored = np.where((k == 0) | (2 * k == n), 1.0, 2.0)
+        mirrored = _half_spectrum_multiplicity(indices[-1][0], grid.shape[-1])
         power = (jnp.real(w) ** 2 + jnp.imag(w) ** 2) * mirrored
         return jnp.sqrt(jnp.sum(power, axis=tuple(range(1, w.ndim))))
 

@@ -165,6 +165,13 @@ def mode_index(modes: int, n: int, last: bool) -> tuple[np.ndarray, np.ndarray]:
     return spectrum, weight
 
 
+def _half_spectrum_multiplicity(frequencies: np.ndarray, n: int) -> np.ndarray:
+    """How often each frequency of a real FFT's half spectrum (last axis, `n` points) stands in
+    the whole spectrum: once for $f = 0$ and the Nyquist frequency $n/2$, twice (with its
+    mirror $-f$) otherwise."""
+    return np.where((frequencies == 0) | (2 * frequencies == n), 1.0, 2.0)
+
+
 def _gather(a: Array, index: np.ndarray, axis: int) -> Array:
     if np.array_equal(index, np.arange(len(index))):
         return jax.lax.slice_in_dim(a, 0, len(index), axis=axis)
@@ -216,8 +223,7 @@ def _dft_inverse(y_hat: Array, spectra: list[np.ndarray], spatial: tuple[int, ..
         m = spatial[a]
         y_hat = _along(y_hat, np.exp(2j * np.pi * np.outer(spectrum, np.arange(m)) / m), 1 + a)
     n, k = spatial[-1], spectra[-1]
-    # a Hermitian half spectrum: frequencies 0 and n/2 count once, the others twice
-    count = np.where((k == 0) | (2 * k == n), 1.0, 2.0)[:, None]
+    count = _half_spectrum_multiplicity(k, n)[:, None]
     angle = 2 * np.pi * np.outer(k, np.arange(n)) / n
     # one product for the real and imaginary parts: one pass over the (large) output
     both = jnp.concatenate([jnp.real(y_hat), jnp.imag(y_hat)], axis=-1)
