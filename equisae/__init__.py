@@ -25,7 +25,7 @@ from ._encoders import (
     ODEFlow as ODEFlow,
     Unrolled as Unrolled,
 )
-from ._grid import Grid as Grid, resample as resample
+from ._grid import Grid as Grid, resample as resample, resample_codes as resample_codes
 from ._io import (
     Checkpoint as Checkpoint,
     CheckpointError as CheckpointError,
@@ -44,6 +44,11 @@ from ._losses import (
     SAELoss as SAELoss,
     l1_norm as l1_norm,
     reconstruction_error as reconstruction_error,
+)
+from ._multigrid import (
+    MultigridDiagnostics as MultigridDiagnostics,
+    coarse_grids as coarse_grids,
+    multigrid_infer as multigrid_infer,
 )
 from ._sae import SAE as SAE
 from ._solvers import AcceleratedFixedPoint as AcceleratedFixedPoint

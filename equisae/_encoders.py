@@ -34,7 +34,9 @@ class AbstractEncoder(eqx.Module):
     """Sparse inference: maps a signal to codes, given the dictionary.
 
     `encoder(x, dictionary, grid)` returns codes of shape `dictionary.code_shape(grid)`;
-    `encoder.infer(x, dictionary, grid)` returns them with `Diagnostics`. Model-based encoders
+    `encoder.infer(x, dictionary, grid)` returns them with `Diagnostics`, and
+    `encoder.infer(x, dictionary, grid, init)` starts an iterative encoder from the codes
+    `init` (a warm start, e.g. from a coarser grid: see `multigrid_infer`). Model-based encoders
     solve (or approximately solve) the inner problem
     $z^*(x) = \\arg\\min_z \\tfrac12\\|x - Dz\\|^2_{L^2(\\Omega)} + R(z)$ with the dictionary
     and its adjoint; amortised encoders own their weights. `sparsity` is $R$ (and its
@@ -45,9 +47,17 @@ class AbstractEncoder(eqx.Module):
 
     @abc.abstractmethod
     def infer(
-        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        dictionary: AbstractDictionary,
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
-        """The codes of one signal `x` of shape `(channels, *grid.shape)`, with diagnostics."""
+        """The codes of one signal `x` of shape `(channels, *grid.shape)`, with diagnostics.
+
+        `init`, of shape `dictionary.code_shape(grid)`, is where an iterative encoder starts
+        (zero codes when `None`); encoders that do not iterate refuse it.
+        """
 
     def __call__(
         self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
@@ -81,8 +91,17 @@ class Amortised(AbstractEncoder):
         return u
 
     def infer(
-        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        dictionary: AbstractDictionary,
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
+        if init is not None:
+            raise ValueError(
+                "Amortised encoders compute the codes in one pass and take no init (warm start); "
+                "use an iterative encoder (Unrolled, FixedPoint, ODEFlow)."
+            )
         u = self.preactivations(x, dictionary, grid)
         zero = jnp.zeros((), jnp.int32)
         return self.sparsity(u), Diagnostics(zero, jnp.array(True), jnp.zeros(()))
@@ -116,6 +135,16 @@ def _relative_residual(z: Array, mapped: Array) -> Float[Array, " "]:
     return jnp.sqrt(jnp.sum((mapped - z) ** 2)) / jnp.maximum(size, jnp.finfo(z.dtype).tiny)
 
 
+def _check_init(init: Array, target: Array) -> Array:
+    """`init` as the starting codes, after checking that it has the shape of the codes."""
+    if init.shape != target.shape:
+        raise ValueError(
+            f"init has shape {tuple(init.shape)}, but the codes of this signal have shape "
+            f"{tuple(target.shape)}."
+        )
+    return init.astype(target.dtype)
+
+
 _METHODS = ("ista", "fista")
 
 
@@ -136,6 +165,13 @@ class _AbstractModelBased(AbstractEncoder):
         step = self.step_size(dictionary, grid)
         target = dictionary.adjoint(x, grid)
         return _ProximalGradient(self.sparsity, self.ridge), (dictionary, target, step, grid)
+
+
+def _check_tolerances(rtol: float, atol: float) -> None:
+    if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
+        raise ValueError(
+            f"rtol and atol must be >= 0 and not both 0, got rtol={rtol}, atol={atol}."
+        )
 
 
 def _check_per_example(name: str, sparsity: AbstractSparsity) -> None:
@@ -159,7 +195,7 @@ class Unrolled(_AbstractModelBased):
     """A fixed number of proximal-gradient steps on the inner problem, unrolled with
     `jax.lax.scan` and differentiated by backpropagation through the steps:
     $z \\leftarrow \\mathrm{prox}_{tR}(z - t D^*(D z - x))$ (ISTA) or its accelerated form
-    (FISTA), from $z = 0$, with $t = 1/\\|D\\|^2$ from power iteration.
+    (FISTA), from $z = 0$ (or from `init`), with $t = 1/\\|D\\|^2$ from power iteration.
 
     The sparsity module is the proximal map: `SoftThreshold(lam)` solves the lasso with
     penalty `lam`, `TopK(k)` runs iterative hard thresholding. Memory for gradients grows
@@ -206,13 +242,20 @@ class Unrolled(_AbstractModelBased):
         self.step_safety = step_safety
 
     def infer(
-        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        dictionary: AbstractDictionary,
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
         fn, args = self._problem(x, dictionary, grid)
         _, target, step, _ = args
-        # the first step from z = 0 needs no D*D: T(0) = prox(t D* x); FISTA's first
-        # extrapolation is zero, so both methods continue from (z_1, y_1 = z_1)
-        z1 = _prox(self.sparsity, step * target, step, self.ridge)
+        if init is None:
+            # the first step from z = 0 needs no D*D: T(0) = prox(t D* x); FISTA's first
+            # extrapolation is zero, so both methods continue from (z_1, y_1 = z_1)
+            z1 = _prox(self.sparsity, step * target, step, self.ridge)
+        else:
+            z1 = fn(_check_init(init, target), args)
 
         if self.method == "ista":
 
@@ -285,6 +328,7 @@ class FixedPoint(_AbstractModelBased):
         """
         _check_common(ridge, power_iterations, step_safety)
         _check_per_example("FixedPoint", sparsity)
+        _check_tolerances(rtol, atol)
         if int(max_steps) != max_steps or max_steps < 1:
             raise ValueError(f"max_steps must be a positive whole number, got {max_steps}.")
         self.sparsity = sparsity
@@ -301,14 +345,61 @@ class FixedPoint(_AbstractModelBased):
         self.power_iterations = power_iterations
         self.step_safety = step_safety
 
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: "Unrolled | FixedPoint",
+        *,
+        tol: float = 1e-5,
+        max_steps: int = 20_000,
+    ) -> "FixedPoint":
+        """The same inner problem as `encoder` (its sparsity, ridge and step rule), solved to
+        the tolerance `tol` (relative and absolute) instead of for a fixed number of steps.
+
+        Train with `Unrolled`, evaluate with `sae.with_encoder(FixedPoint.from_encoder(
+        sae.encoder))`: a fixed step count is not resolution-invariant (finer grids need more
+        steps before the code mass concentrates), a tolerance is. An `Unrolled` encoder's
+        ridge (0 by default) is kept, so the problem is the one the SAE was trained on.
+
+        **Arguments:**
+
+        - `encoder`: an `Unrolled` or `FixedPoint` encoder.
+        - `tol`: $> 0$, the stopping tolerance (`rtol` = `atol` = `tol`).
+        - `max_steps`: the iteration budget; `Diagnostics.converged` says whether it sufficed.
+
+        **Returns:** a `FixedPoint` encoder.
+        """
+        if not isinstance(encoder, (Unrolled, FixedPoint)):
+            raise ValueError(
+                "FixedPoint.from_encoder needs an Unrolled or FixedPoint encoder (one that "
+                f"solves the proximal-gradient problem), got {type(encoder).__name__}."
+            )
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}.")
+        linear_solver = encoder.linear_solver if isinstance(encoder, FixedPoint) else None
+        return cls(
+            encoder.sparsity,
+            ridge=encoder.ridge,
+            rtol=tol,
+            atol=tol,
+            max_steps=max_steps,
+            linear_solver=linear_solver,
+            power_iterations=encoder.power_iterations,
+            step_safety=encoder.step_safety,
+        )
+
     def infer(
-        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        dictionary: AbstractDictionary,
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
         fn, args = self._problem(x, dictionary, grid)
         solution = optx.fixed_point(
             fn,
             self.solver,
-            jnp.zeros_like(args[1]),
+            jnp.zeros_like(args[1]) if init is None else _check_init(init, args[1]),
             args,
             max_steps=self.max_steps,
             adjoint=optx.ImplicitAdjoint(self.linear_solver),
@@ -343,7 +434,8 @@ class ODEFlow(AbstractEncoder):
     (`diffrax.ImplicitAdjoint`).
 
     `infer` reports whether the steady state was reached within `max_steps` solver steps; the
-    codes are then those at the last step, never NaN.
+    codes are then those at the last step, never NaN. A warm start `init` is the flow's
+    starting state $u(0)$.
     """
 
     sparsity: AbstractSparsity
@@ -399,7 +491,11 @@ class ODEFlow(AbstractEncoder):
         )
 
     def infer(
-        self, x: Float[Array, " c *spatial"], dictionary: AbstractDictionary, grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        dictionary: AbstractDictionary,
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " p *code_spatial"], Diagnostics]:
         target = dictionary.adjoint(x, grid)
         field = _LocallyCompetitive(self.sparsity, self.ridge)
@@ -410,7 +506,7 @@ class ODEFlow(AbstractEncoder):
             t0=0.0,
             t1=jnp.inf,
             dt0=None,
-            y0=jnp.zeros_like(target),
+            y0=jnp.zeros_like(target) if init is None else _check_init(init, target),
             args=(dictionary, target, grid),
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.PIDController(

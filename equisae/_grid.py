@@ -2,6 +2,7 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -136,6 +137,50 @@ def resample(
     for a, n in enumerate(grid_to.shape):
         y = _resample_axis(y, n, axis=1 + a)
     return y.real.astype(x.dtype)
+
+
+def _deposit_matrix(n_from: int, n_to: int) -> np.ndarray:
+    """`(n_to, n_from)`: where the mass of each point of an `n_from` grid goes on an `n_to`
+    grid of the periodic axis: split between the two nearest points, in proportion to how
+    close they are (cloud in cell). Every column sums to 1."""
+    position = np.arange(n_from) * (n_to / n_from)
+    left = np.floor(position).astype(int)
+    right_share = position - left
+    matrix = np.zeros((n_to, n_from))
+    columns = np.arange(n_from)
+    np.add.at(matrix, (left % n_to, columns), 1.0 - right_share)
+    np.add.at(matrix, ((left + 1) % n_to, columns), right_share)
+    return matrix
+
+
+def resample_codes(
+    codes: Float[Array, " p *spatial"], grid_from: Grid, grid_to: Grid
+) -> Float[Array, " p *spatial_to"]:
+    """Codes of domain sparsity moved from one grid to another as *measures*: the mass
+    $z_i / N$ of every point goes to the nearest points of the other grid (split between the
+    two nearest per axis, linearly), so the mass of every concept's code is conserved, and a
+    spike stays a spike.
+
+    `resample` (Fourier interpolation) suits functions; it would spread a spike over the
+    whole fine grid. Refining by a whole factor puts every point's mass on the fine point at
+    the same position, so refining and then restricting returns the codes exactly.
+
+    **Arguments:** `codes` of shape `(p, *grid_from.shape)`, the grids (same dimension).
+    **Returns:** the codes on `grid_to`, shape `(p, *grid_to.shape)`.
+    """
+    grid_from.check(codes, "codes")
+    if grid_from.ndim != grid_to.ndim:
+        raise ValueError(
+            f"cannot resample codes from a {grid_from.ndim}-D grid to a {grid_to.ndim}-D grid."
+        )
+    out = codes
+    for a, (n_from, n_to) in enumerate(zip(grid_from.shape, grid_to.shape)):
+        if n_from == n_to:
+            continue
+        matrix = jnp.asarray(_deposit_matrix(n_from, n_to) * (n_to / n_from), codes.dtype)
+        moved = jnp.tensordot(matrix, out, axes=([1], [1 + a]), precision=jax.lax.Precision.HIGHEST)
+        out = jnp.moveaxis(moved, 0, 1 + a)
+    return out
 
 
 def code_grid(codes: Array) -> Grid:

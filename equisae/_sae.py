@@ -19,13 +19,23 @@ class SAE(eqx.Module):
     dictionary: AbstractDictionary
 
     def infer(
-        self, x: Float[Array, " c *spatial"], grid: Grid
+        self,
+        x: Float[Array, " c *spatial"],
+        grid: Grid,
+        init: Float[Array, " p *code_spatial"] | None = None,
     ) -> tuple[Float[Array, " c *spatial"], Float[Array, " p *code_spatial"], Diagnostics]:
-        """`(reconstruction, codes, diagnostics)`: the codes with how their inference went."""
+        """`(reconstruction, codes, diagnostics)`: the codes with how their inference went.
+        `init` is a warm start for an iterative encoder (see `AbstractEncoder.infer`)."""
         grid.check(x, "x", self.dictionary.channels)
         lifted, dictionary = self.dictionary.lift(x, grid)
-        codes, diagnostics = self.encoder.infer(lifted, dictionary, grid)
+        codes, diagnostics = self.encoder.infer(lifted, dictionary, grid, init)
         return self.decode(codes, grid), codes, diagnostics
+
+    def with_encoder(self, encoder: AbstractEncoder) -> "SAE":
+        """A copy with another encoder and the same dictionary: e.g. train with `Unrolled`,
+        then infer on new grids to a tolerance with
+        `sae.with_encoder(FixedPoint.from_encoder(sae.encoder, tol=1e-5))`."""
+        return eqx.tree_at(lambda m: m.encoder, self, encoder)
 
     def encode(
         self, x: Float[Array, " c *spatial"], grid: Grid
