@@ -1,10 +1,11 @@
 """Training: a jitted step for your own loop (`make_step`) and a complete loop (`fit`) with
 sweeps, data parallelism, checkpoints and dead-concept resampling."""
 
+import functools
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import equinox as eqx
 import jax
@@ -15,6 +16,7 @@ import optax
 from jaxtyping import Array, Bool, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from ._batches import Batches, Chunk
 from ._dead import resample_dead
 from ._grid import Grid
 from ._io import CheckpointError, read_training, save_training
@@ -23,6 +25,8 @@ from ._sae import SAE
 
 Loss = Callable[[SAE, Array, Grid], tuple[Array, dict[str, Array]]]
 Step = Callable[[SAE, PyTree, Array, Grid], tuple[SAE, PyTree, Array, dict[str, Array]]]
+
+MAX_CHUNK = 1000  # the most steps `fit` runs in one dispatch by default
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -99,107 +103,256 @@ def unstack(models: SAE, index: int) -> SAE:
     return jax.tree.map(lambda x: x[index] if eqx.is_array(x) else x, models)
 
 
-def _check_array(data, grid: Grid | None) -> Grid:
-    if not jnp.issubdtype(data.dtype, jnp.floating):
-        raise TypeError(f"data must hold floating-point numbers, got dtype {data.dtype}.")
-    if data.ndim < 2:
-        raise ValueError(f"data must have shape (examples, channels, *spatial), got {data.shape}.")
-    if data.shape[0] == 0:
-        raise ValueError("data is empty: it holds no examples.")
-    grid = Grid(data.shape[2:]) if grid is None else grid
-    grid.check(data[0], "an example of data")
-    return grid
-
-
-def _check_finite(batch, where: str) -> None:
-    finite = np.isfinite(np.asarray(batch)).reshape(batch.shape[0], -1).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"{where} contains NaN or inf in {len(bad)} example(s), the first at index {bad[0]}."
-        )
-
-
-class _Batches:
-    """Where batches come from: an array on the device (gathered on the device), an array on
-    the host (a NumPy array or a memory-mapped .npy: gathered on the host, batch by batch), or
-    any iterator of batches. Arrays are read epoch by epoch in an order drawn from the key."""
-
-    def __init__(self, data, batch_size: int | None, key: PRNGKeyArray, grid: Grid | None):
-        self.key = key
-        self.order = None
-        if hasattr(data, "shape") and hasattr(data, "dtype"):
-            self.grid = _check_array(data, grid)
-            self.size = data.shape[0]
-            if (
-                batch_size is None
-                or int(batch_size) != batch_size
-                or not 1 <= batch_size <= self.size
-            ):
-                raise ValueError(
-                    f"batch_size must lie between 1 and the number of examples ({self.size}), "
-                    f"got {batch_size}."
-                )
-            self.batch_size = int(batch_size)
-            self.on_device = isinstance(data, jax.Array)
-            if self.on_device:
-                _check_finite(data, "data")
-            elif data.size * data.dtype.itemsize <= 2**28:  # small host arrays: check them now
-                _check_finite(data, "data")
-            self.data = data
-            self.iterator = None
-        elif isinstance(data, Iterable):
-            self.iterator: Iterator = iter(data)
-            self.data = None
-            self.grid = grid
-            self.batch_size = batch_size
-        else:
-            raise TypeError(
-                "data must be an array of shape (examples, channels, *spatial) or an iterable of "
-                f"such batches, got {type(data).__name__}."
-            )
-
-    def next(self, step: int) -> Array:
-        if self.iterator is not None:
-            try:
-                batch = next(self.iterator)
-            except StopIteration:
-                raise ValueError(f"the data iterator ran out at step {step}.") from None
-            if not hasattr(batch, "shape"):
-                raise TypeError(f"the data iterator gave a {type(batch).__name__}, not an array.")
-            grid = _check_array(batch, self.grid)
-            self.grid = self.grid or grid
-            _check_finite(batch, f"the batch of step {step}")
-            return jnp.asarray(batch)
-        per_epoch = self.size // self.batch_size
-        if step % per_epoch == 0 or self.order is None:
-            self.key, subkey = jr.split(self.key)
-            self.order = np.asarray(jr.permutation(subkey, self.size))
-        position = step % per_epoch
-        index = self.order[position * self.batch_size : (position + 1) * self.batch_size]
-        if self.on_device:
-            return self.data[jnp.asarray(index)]
-        batch = np.asarray(self.data[np.sort(index)])
-        _check_finite(batch, f"the batch of step {step}")
-        return jnp.asarray(batch)
-
-    def state(self) -> dict:
-        if self.iterator is not None:
-            return {}
-        return {
-            "key": np.asarray(jr.key_data(self.key)).tolist(),
-            "order": None if self.order is None else self.order.tolist(),
-        }
-
-    def restore(self, state: dict) -> None:
-        if self.iterator is None and state:
-            self.key = jr.wrap_key_data(jnp.asarray(state["key"], jnp.uint32))
-            self.order = None if state["order"] is None else np.asarray(state["order"])
-
-
 def _finite(model: SAE, value: Array) -> Array:
     leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
     return jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _chunk_program(step: Callable, batch_sharding):
+    """The jitted program of one chunk: `run(model, opt_state, gather, xs, count, grid)` runs
+    `step` on the batches `gather(xs[0]), ..., gather(xs[count - 1])` in one `lax.scan` over
+    `xs` and returns `(model, opt_state, outputs)`, the outputs `(loss, aux, finite)` of every
+    step stacked along a leading axis (rows past `count` are zeros).
+
+    `count` is an array, so every count up to `len(xs)` runs the same compiled program; the rows
+    past it are skipped by a `lax.cond`. The first step with a non-finite loss or parameter is
+    not applied and no later step runs: the program returns the last good model.
+    """
+
+    @eqx.filter_jit
+    def run(model, opt_state, gather, xs, count, grid):
+        dynamic, static = eqx.partition((model, opt_state), eqx.is_array)
+
+        def apply(dynamic, batch):
+            model, opt_state = eqx.combine(dynamic, static)
+            new_model, new_opt_state, value, aux, finite = step(model, opt_state, batch, grid)
+            new = eqx.filter((new_model, new_opt_state), eqx.is_array)
+            ok = jnp.all(finite)
+            kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, dynamic)
+            return kept, (value, aux, finite)
+
+        def body(carry, x):
+            dynamic, index, alive = carry
+            batch = gather(x)
+            if batch_sharding is not None:
+                batch = _shard_in_program(batch, batch_sharding)
+            shapes = jax.eval_shape(apply, dynamic, batch)[1]
+
+            def skip(dynamic, batch):
+                return dynamic, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            active = alive & (index < count)
+            dynamic, outputs = jax.lax.cond(active, apply, skip, dynamic, batch)
+            alive = alive & ~(active & ~jnp.all(outputs[2]))
+            return (dynamic, index + 1, alive), outputs
+
+        carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+        (dynamic, _, _), outputs = jax.lax.scan(body, carry, xs)
+        model, opt_state = eqx.combine(dynamic, static)
+        return model, opt_state, outputs
+
+    return run
+
+
+def _shard_in_program(batch: Array, sharding) -> Array:
+    """Put a batch gathered inside the program on `sharding`: `reshard` along an explicit mesh
+    axis (the default of `jax.make_mesh`), a sharding constraint along an automatic one."""
+    axis_types = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types))
+    if axis_types[sharding.spec[0]] == jax.sharding.AxisType.Explicit:
+        return jax.sharding.reshard(batch, sharding)
+    return jax.lax.with_sharding_constraint(batch, sharding)
+
+
+class _Schedule:
+    """How many steps each chunk runs. A chunk ends at `steps` and at every multiple of
+    `resample_every` and `checkpoint_every`, so resampling and checkpoints happen at exactly
+    the steps they would without chunks. With `chunk=None` a chunk runs about `TARGET_SECONDS`
+    of steps, measured on the chunks before it (the first runs one step, which pays the
+    compile)."""
+
+    TARGET_SECONDS = 0.2
+
+    def __init__(self, chunk: int | None, length: int, steps: int, *every: int | None):
+        self.chunk, self.length, self.steps = chunk, length, steps
+        self.every = [e for e in every if e is not None]
+        self.seconds_per_step = None
+
+    def count(self, step: int) -> int:
+        end = min([self.steps] + [(step // e + 1) * e for e in self.every])
+        if self.chunk is not None:
+            wanted = self.chunk
+        elif self.seconds_per_step is None:
+            wanted = 1
+        else:
+            wanted = int(self.TARGET_SECONDS / max(self.seconds_per_step, 1e-9))
+        return int(np.clip(wanted, 1, min(self.length, end - step)))
+
+    def timed(self, seconds: float, count: int) -> None:
+        self.seconds_per_step = seconds / count
+
+
+class _History:
+    """The per-step records of a run as columns (one NumPy piece per chunk), and the firing
+    counts of every concept: whole numbers of examples, so that they are exact on resume."""
+
+    def __init__(self):
+        self.pieces: dict[str, list[np.ndarray]] = {}
+        self.fired_total = self.fired_since = None
+        self.seen = 0
+
+    def add(self, columns: dict[str, np.ndarray], fired: np.ndarray | None, seen: int) -> None:
+        for name, column in columns.items():
+            self.pieces.setdefault(name, []).append(np.asarray(column))
+        if fired is not None:
+            self.fired_total = fired if self.fired_total is None else self.fired_total + fired
+            self.fired_since = fired if self.fired_since is None else self.fired_since + fired
+        self.seen += seen
+
+    def take_dead(self) -> np.ndarray | None:
+        """The concepts that did not fire since the last call, `(p,)` (or `(members, p)`), and
+        a fresh count from here; recorded as resampled at the last step."""
+        if self.fired_since is None:
+            return None
+        dead = self.fired_since == 0
+        self.pieces["resampled"][-1][-1] = dead.sum(axis=-1)
+        self.fired_since = np.zeros_like(self.fired_since)
+        return dead
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(pieces) for name, pieces in self.pieces.items()}
+
+    def state(self, step: int, batches: dict) -> dict:
+        """The training state for a checkpoint, as JSON."""
+        return {
+            "step": step,
+            "columns": {name: column.tolist() for name, column in self.columns().items()},
+            "fired_total": _tolist(self.fired_total),
+            "fired_since": _tolist(self.fired_since),
+            "seen": self.seen,
+            "batches": batches,
+        }
+
+    @classmethod
+    def restore(cls, training: dict) -> "_History":
+        history = cls()
+        history.pieces = {name: [np.asarray(c)] for name, c in training["columns"].items()}
+        for name in ("fired_total", "fired_since"):
+            value = training[name]
+            setattr(history, name, None if value is None else np.asarray(value))
+        history.seen = training["seen"]
+        return history
+
+    def result(self, sweep: bool):
+        """`fit`'s history: a dict of columns, or one per sweep member."""
+        columns = self.columns()
+        columns = {"step": np.arange(len(columns["loss"]))} | columns
+        firing = None if self.fired_total is None else self.fired_total / max(self.seen, 1)
+        if not sweep:
+            return columns | ({} if firing is None else {"firing": firing})
+        return [
+            {
+                name: (column if name in ("step", "seconds") else column[:, m])
+                for name, column in columns.items()
+            }
+            | ({} if firing is None else {"firing": firing[m]})
+            for m in range(columns["loss"].shape[1])
+        ]
+
+
+def _tolist(array):
+    return None if array is None else np.asarray(array).tolist()
+
+
+def _check_settings(steps, chunk, resample_every, checkpoint_every, checkpoint_path) -> None:
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive whole number, got {steps}.")
+    for name, value in (
+        ("chunk", chunk),
+        ("resample_every", resample_every),
+        ("checkpoint_every", checkpoint_every),
+    ):
+        if value is not None and (int(value) != value or value < 1):
+            raise ValueError(f"{name} must be a positive whole number, got {value}.")
+    if checkpoint_every is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every needs a checkpoint_path.")
+
+
+def _records(outputs, count: int, size: int, start: float, end: float, sweep: bool):
+    """The history columns of the first `count` steps of a chunk's outputs (`size` examples a
+    step; `start`, `end`: the chunk's wall times), and the firing counts of its steps."""
+    values, aux, _ = jax.tree.map(lambda x: np.asarray(x)[:count], outputs)
+    firing = aux.pop("firing", None)
+    # counts of examples in which each concept fired: whole numbers, exact on resume
+    fired = (
+        None
+        if firing is None
+        else np.rint(np.asarray(firing, np.float64) * size).astype(np.int64).sum(axis=0)
+    )
+    columns = {
+        "loss": values,
+        "seconds": start + (end - start) * np.arange(1, count + 1) / count,
+        "resampled": np.zeros(values.shape, np.int64),
+    } | {name: v for name, v in aux.items() if v.ndim == (2 if sweep else 1)}
+    return columns, fired
+
+
+class _Prepared:
+    """The chunk of steps `step, ..., step + count - 1`, stacked now; an error in the data
+    (a NaN, an iterator that ran out) is raised when the chunk is asked for, after the chunks
+    before it have been trained and checkpointed."""
+
+    def __init__(self, source: Batches, step: int, count: int, length: int):
+        self.chunk, self.error = None, None
+        try:
+            self.chunk = source.chunk(step, count, length)
+        except (ValueError, TypeError) as error:
+            self.error = error
+
+    def result(self) -> Chunk:
+        if self.error is not None:
+            raise self.error
+        return self.chunk
+
+
+def _raise_if_not_finite(outputs, count, step, model, opt_state, sweep) -> None:
+    """Raise `NonFiniteLossError` at the first of a chunk's steps whose loss or parameters are
+    not finite; `model` and `opt_state` are the chunk's, which stopped before that step."""
+    finite = np.asarray(outputs[2][:count]).reshape(count, -1)
+    if finite.all():
+        return
+    row = int(np.argmax(~finite.all(axis=1)))
+    members = np.flatnonzero(~finite[row]).tolist() if sweep else None
+    raise NonFiniteLossError(step + row, outputs[0][row], model, opt_state, members)
+
+
+def _chunk_placement(mesh, batch_axis: str, on_device: bool) -> Callable:
+    """How a chunk's `xs` go to the devices: as they are without a mesh; with one, indices
+    replicated, and stacked batches sharded along their batch axis (axis 1)."""
+    if mesh is None:
+        return jnp.asarray
+    spec = (
+        jax.sharding.PartitionSpec() if on_device else jax.sharding.PartitionSpec(None, batch_axis)
+    )
+    return functools.partial(_place, sharding=jax.sharding.NamedSharding(mesh, spec))
+
+
+def _warn_unconverged(columns: dict, first_step: int) -> bool:
+    """Warn (once per run) if an encoder that solves to a tolerance hit its step budget."""
+    if "converged" not in columns:
+        return False
+    converged = np.asarray(columns["converged"]).reshape(len(columns["converged"]), -1).min(1)
+    if converged.min() >= 1:
+        return False
+    row = int(np.argmax(converged < 1))
+    warnings.warn(
+        f"sparse inference did not converge for {1 - converged[row]:.0%} of the batch at step "
+        f"{first_step + row}: the encoder hit its step budget. Gradients there are approximate; "
+        "raise max_steps or loosen the tolerance. history['converged'] holds the fraction for "
+        "every step.",
+        InferenceWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def fit(
@@ -214,6 +367,7 @@ def fit(
     grid: Grid | None = None,
     normalise: bool = True,
     progress: bool = True,
+    chunk: int | None = None,
     sweep: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     batch_axis: str = "batch",
@@ -224,13 +378,20 @@ def fit(
 ) -> tuple[SAE, dict[str, np.ndarray] | list[dict[str, np.ndarray]]]:
     """Train `model` for `steps` optimiser steps.
 
+    The steps run in chunks: one compiled `lax.scan` per chunk, with the batches gathered on
+    the device for device arrays (and, for host data, stacked on the host while the chunk
+    before runs), so a small model trains at the speed of its step and not of Python.
+    How the steps are cut into chunks changes nothing but the speed: the same key gives the same
+    model and history for every `chunk`.
+
     **Arguments:**
 
     - `model`: the `SAE` to train; with `sweep=True` a stack of SAEs made by `stack` (arrays
       with a leading axis), trained together in one vmapped program on the same batches.
     - `data`: a floating-point array `(examples, channels, *spatial)` — a JAX array (batches are
       gathered on the device) or a NumPy array, memory-mapped `.npy` included (batches are read
-      on the host, so the data need not fit in memory) — or any iterable of such batches.
+      on the host, so the data need not fit in memory) — or any iterable of such batches, all
+      of one shape.
     - `optimizer`: an `optax` optimiser.
     - `steps`: the number of steps; `batch_size`: examples per step (for arrays).
     - `key`: a `jax.random` key for the order of examples and for resampling; same key, same run.
@@ -238,7 +399,10 @@ def fit(
     - `grid`: the grid of the data; by default the uniform grid of shape `data.shape[2:]`.
     - `normalise`: put the atoms at unit $L^2(\\Omega)$ norm before the first step and after
       every step.
-    - `progress`: show a `tqdm` progress bar.
+    - `progress`: show a `tqdm` progress bar (it moves once per chunk).
+    - `chunk`: the number of steps per dispatch. By default (`None`) each chunk runs about
+      0.2 s of steps, at most 1000, measured as training goes; `chunk=1` dispatches
+      every step from Python. Chunks of host data hold at most 16 MiB of batches.
     - `mesh`, `batch_axis`: data parallelism. Each batch is sharded along `batch_axis` of the
       `jax.sharding.Mesh` and the model and optimiser state are replicated; with several
       processes (after `jax.distributed.initialize()`) each process draws `batch_size` examples
@@ -252,28 +416,23 @@ def fit(
       exactly as if it had not stopped (for array data).
 
     **Returns:** the trained model and its history: a dict with one entry per step — `step`,
-    `loss`, `seconds` (wall time since the start), `resampled` (concepts re-initialised at that
-    step) and every scalar of the loss's `aux` (for `SAELoss`: `reconstruction`, `l1`, `l0`,
-    `explained_variance`, `inference_steps`, `converged`) — and `firing`, the fraction of
-    examples in which each concept fired over the whole run, shape `(p,)`. With `sweep=True`,
-    one such dict per member.
+    `loss`, `seconds` (wall time since the start at the end of the step, interpolated within a
+    chunk), `resampled` (concepts re-initialised at that step) and every scalar of the loss's
+    `aux` (for `SAELoss`: `reconstruction`, `l1`, `l0`, `explained_variance`,
+    `inference_steps`, `converged`) — and `firing`, the fraction of examples in which each
+    concept fired over the whole run, shape `(p,)`. With `sweep=True`, one such dict per member.
 
     **Warns:** `InferenceWarning` the first time an encoder that solves to a tolerance
     (`FixedPoint`, `ODEFlow`) reports that it did not converge on part of a batch.
 
     **Raises:** `ValueError` for empty data, data with NaN or inf, a shape that does not fit the
-    grid, bad `steps` / `batch_size`, or a batch that the mesh cannot split evenly;
-    `NonFiniteLossError`, holding the last good model, if the loss turns NaN or infinite.
+    grid, bad `steps` / `batch_size` / `chunk`, or a batch that the mesh cannot split evenly;
+    `NonFiniteLossError`, holding the last good model, if the loss turns NaN or infinite (at
+    the exact step, whatever the chunk).
     """
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive whole number, got {steps}.")
-    for name, value in (("resample_every", resample_every), ("checkpoint_every", checkpoint_every)):
-        if value is not None and (int(value) != value or value < 1):
-            raise ValueError(f"{name} must be a positive whole number, got {value}.")
-    if checkpoint_every is not None and checkpoint_path is None:
-        raise ValueError("checkpoint_every needs a checkpoint_path.")
+    _check_settings(steps, chunk, resample_every, checkpoint_every, checkpoint_path)
     data_key, resample_key = jr.split(key)
-    source = _Batches(data, batch_size, data_key, grid)
+    source = Batches(data, batch_size, data_key, grid)
     batch_sharding = _batch_sharding(mesh, batch_axis, source.batch_size)
 
     def one_step(model, opt_state, batch, grid):
@@ -290,133 +449,78 @@ def fit(
         if sweep
         else (lambda f, in_axes: f)
     )
-    step_fn = eqx.filter_jit(vmap(one_step, (0, 0, None, None)))
+    run_chunk = _chunk_program(vmap(one_step, (0, 0, None, None)), batch_sharding)
     resample_fn = eqx.filter_jit(vmap(resample_dead, (0, 0, None, None, 0, None)))
-    normalise_fn = eqx.filter_jit(vmap(_normalised, (0, None)))
+    init_fn = eqx.filter_jit(vmap(init, (0,)))
 
-    start_step, records, fired_total, fired_since, seen = 0, [], None, None, 0
     if resume_from is not None:
-        model, opt_state, training = read_training(
-            resume_from, model, eqx.filter_jit(vmap(init, (0,)))(model)
-        )
-        start_step, records = training["step"], training["records"]
-        fired_total, fired_since = (
-            np.asarray(training["fired_total"]),
-            np.asarray(training["fired_since"]),
-        )
-        seen = training["seen"]
+        model, opt_state, training = read_training(resume_from, model, init_fn(model))
+        start_step, history = training["step"], _History.restore(training)
         source.restore(training["batches"])
         if start_step >= steps:
             raise CheckpointError(
                 f"{resume_from} is at step {start_step}, not before steps={steps}."
             )
     else:
+        start_step, history = 0, _History()
         if normalise and source.grid is not None:
-            model = normalise_fn(model, source.grid)
-        opt_state = eqx.filter_jit(vmap(init, (0,)))(model)
+            model = eqx.filter_jit(vmap(_normalised, (0, None)))(model, source.grid)
+        opt_state = init_fn(model)
+    gather = source.gather
     if mesh is not None:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         model, opt_state = jax.device_put((model, opt_state), replicated)
+        if source.on_device:
+            gather = jax.device_put(gather, replicated)
 
+    length = source.longest_chunk(min(chunk or MAX_CHUNK, steps - start_step))
+    schedule = _Schedule(chunk, length, steps, resample_every, checkpoint_every)
+    place = _chunk_placement(mesh, batch_axis, source.on_device)
+    global_batch = jax.process_count() if mesh is not None else 1  # examples per local one
     warned = False
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     with tqdm(
         total=steps, initial=start_step, disable=not progress, desc="fit", unit="step"
     ) as bar:
-        for i in range(start_step, steps):
-            batch = source.next(i)
-            if batch_sharding is not None:
-                batch = _place(batch, batch_sharding)
-            new_model, new_opt_state, value, aux, finite = step_fn(
-                model, opt_state, batch, source.grid
-            )
-            value = np.asarray(value)
-            finite = np.asarray(finite)
-            if not finite.all():
-                members = np.flatnonzero(~finite).tolist() if sweep else None
-                raise NonFiniteLossError(i, value, model, opt_state, members)
+        step = start_step
+        upcoming = _Prepared(source, step, schedule.count(step), length)
+        while step < steps:
+            current = upcoming.result()
+            new_model, new_opt_state, outputs = run_chunk(
+                model, opt_state, gather, place(current.xs), jnp.asarray(current.count),
+                source.grid,
+            )  # fmt: skip
+            end = step + current.count
+            # stack the next chunk on the host while this one runs on the device
+            if end < steps:
+                upcoming = _Prepared(source, end, schedule.count(end), length)
+            outputs = jax.device_get(outputs)
+            now = time.perf_counter()
+            schedule.timed(now - last, current.count)
+            _raise_if_not_finite(outputs, current.count, step, new_model, new_opt_state, sweep)
             model, opt_state = new_model, new_opt_state
-            aux = jax.device_get(aux)
-            if "converged" in aux and not warned and np.min(aux["converged"]) < 1:
-                warned = True
-                warnings.warn(
-                    f"sparse inference did not converge for {1 - np.min(aux['converged']):.0%} of "
-                    f"the batch at step {i}: the encoder hit its step budget. Gradients there are "
-                    "approximate; raise max_steps or loosen the tolerance. history['converged'] "
-                    "holds the fraction for every step.",
-                    InferenceWarning,
-                    stacklevel=2,
-                )
-            # counts of examples in which each concept fired: whole numbers, exact on resume
-            fired = (
-                np.rint(np.asarray(aux.pop("firing"), np.float64) * batch.shape[0]).astype(np.int64)
-                if "firing" in aux
-                else None
-            )
-            if fired is not None:
-                fired_total = fired if fired_total is None else fired_total + fired
-                fired_since = fired if fired_since is None else fired_since + fired
-            seen += batch.shape[0]
-            resampled = np.zeros(value.shape, int)
-            if (
-                resample_every is not None
-                and (i + 1) % resample_every == 0
-                and fired_since is not None
-            ):
-                dead = jnp.asarray(fired_since == 0)
-                resampled = np.asarray(jnp.sum(dead, axis=-1))
-                if resampled.any():
+            size = current.size * global_batch
+            columns, fired = _records(outputs, current.count, size, last - start, now - start,
+                                      sweep)  # fmt: skip
+            warned = warned or _warn_unconverged(columns, step)
+            history.add(columns, fired, size * current.count)
+            if resample_every is not None and end % resample_every == 0:
+                dead = history.take_dead()
+                if dead is not None and dead.any():
+                    batch = source.last_batch(current)
+                    if batch_sharding is not None:
+                        batch = _place(batch, batch_sharding)
                     model, opt_state = resample_fn(
-                        model, opt_state, batch, source.grid, dead, jr.fold_in(resample_key, i)
-                    )
-                fired_since = np.zeros_like(fired_since)
-            records.append(
-                {
-                    "loss": value.tolist(),
-                    "seconds": time.perf_counter() - start,
-                    "resampled": resampled.tolist(),
-                }
-                | {
-                    name: np.asarray(v).tolist()
-                    for name, v in aux.items()
-                    if np.ndim(v) == (1 if sweep else 0)
-                }
-            )
-            if progress and ((i - start_step) % max(steps // 100, 1) == 0 or i == steps - 1):
-                bar.set_postfix(loss=f"{float(np.mean(value)):.4g}")
-            bar.update()
-            if checkpoint_every is not None and (i + 1) % checkpoint_every == 0:
-                training = {
-                    "step": i + 1,
-                    "records": records,
-                    "fired_total": _tolist(fired_total),
-                    "fired_since": _tolist(fired_since),
-                    "seen": seen,
-                    "batches": source.state(),
-                }
+                        model, opt_state, batch, source.grid, jnp.asarray(dead),
+                        jr.fold_in(resample_key, end - 1),
+                    )  # fmt: skip
+            bar.set_postfix(loss=f"{float(np.mean(columns['loss'][-1])):.4g}")
+            bar.update(current.count)
+            if checkpoint_every is not None and end % checkpoint_every == 0:
+                training = history.state(end, Batches.state(current))
                 save_training(checkpoint_path, model, opt_state, training)
-    firing = None if fired_total is None else fired_total / max(seen, 1)
-    return model, _history(records, firing, sweep)
-
-
-def _tolist(array):
-    return None if array is None else np.asarray(array).tolist()
-
-
-def _history(records: list[dict], firing, sweep: bool):
-    columns = {name: np.asarray([r[name] for r in records]) for name in records[0]}
-    columns = {"step": np.arange(len(records))} | columns
-    if not sweep:
-        return columns | ({} if firing is None else {"firing": np.asarray(firing)})
-    members = columns["loss"].shape[1]
-    return [
-        {
-            name: (column if name in ("step", "seconds") else column[:, m])
-            for name, column in columns.items()
-        }
-        | ({} if firing is None else {"firing": np.asarray(firing)[m]})
-        for m in range(members)
-    ]
+            step, last = end, now
+    return model, history.result(sweep)
 
 
 def _batch_sharding(mesh, batch_axis: str, batch_size: int | None):

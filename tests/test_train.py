@@ -151,3 +151,103 @@ def test_fit_refuses_bad_settings(small, kwargs, match):
 def test_a_negative_l1_weight_is_refused():
     with pytest.raises(ValueError, match="l1"):
         eqs.SAELoss(l1=-1.0)
+
+
+# ---- chunks: many steps per dispatch
+
+
+def _same_run(a, b):
+    """Two `fit` results are the same run: the same model and the same history (wall times
+    aside)."""
+    (model_a, history_a), (model_b, history_b) = a, b
+    assert bool(eqx.tree_equal(model_a, model_b))
+    assert set(history_a) == set(history_b)
+    for name in history_a:
+        if name != "seconds":
+            np.testing.assert_array_equal(history_a[name], history_b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("chunk", [None, 5, 12])
+def test_how_the_steps_are_chunked_changes_nothing(small, chunk):
+    sae, signals = small
+    _same_run(_fit(sae, signals, chunk=1), _fit(sae, signals, chunk=chunk))
+
+
+def test_chunks_change_nothing_for_host_data_and_iterators(small):
+    sae, signals = small
+    host = np.asarray(signals)
+
+    def batches():
+        for i in range(12):
+            yield host[32 * (i % 8) : 32 * (i % 8 + 1)]
+
+    _same_run(_fit(sae, host, chunk=1), _fit(sae, host, chunk=5))
+    _same_run(_fit(sae, batches(), batch_size=None, chunk=1), _fit(sae, batches(), chunk=5))
+
+
+def test_chunks_change_nothing_with_resampling_and_checkpoints(small, tmp_path):
+    sae, signals = small
+    sae = eqx.tree_at(lambda m: m.encoder.sparsity.threshold, sae, jnp.asarray(1.5))  # dead ones
+    settings = dict(steps=14, resample_every=4, checkpoint_every=6)
+    one = _fit(sae, signals, chunk=1, checkpoint_path=tmp_path / "a.eqx", **settings)
+    many = _fit(sae, signals, chunk=10, checkpoint_path=tmp_path / "b.eqx", **settings)
+    _same_run(one, many)
+    assert one[1]["resampled"].sum() > 0  # the comparison covers a resampling
+    a = eqs.load(tmp_path / "a.eqx", sae).model
+    b = eqs.load(tmp_path / "b.eqx", sae).model
+    assert bool(eqx.tree_equal(a, b))  # both checkpointed at step 12
+
+
+def test_a_nan_inside_a_chunk_stops_at_its_step_with_the_last_good_model(small):
+    sae, signals = small
+    optimizer = optax.chain(optax.sgd(1e-2), _poison_after(5))
+    with pytest.raises(eqs.NonFiniteLossError, match="at step 5") as info:
+        _fit(sae, signals, optimizer=optimizer, chunk=12)
+    clean, _ = _fit(sae, signals, optimizer=optax.sgd(1e-2), steps=5, chunk=1)
+    assert bool(eqx.tree_equal(info.value.model, clean))
+
+
+class _CountingLoss(eqx.Module):
+    """`SAELoss` that counts how often it is traced (each call of it from Python)."""
+
+    calls: list = eqx.field(static=True)
+
+    def __call__(self, model, batch, grid):
+        self.calls.append(None)
+        return eqs.SAELoss()(model, batch, grid)
+
+
+def test_chunks_of_every_length_share_one_compiled_program(small):
+    sae, signals = small
+    whole, cut = _CountingLoss([]), _CountingLoss([])
+    _fit(sae, signals, steps=10, chunk=10, loss=whole)
+    _fit(sae, signals, steps=10, chunk=3, loss=cut)  # chunks of 3, 3, 3 and 1 steps
+    assert len(cut.calls) == len(whole.calls)
+
+
+def test_a_sweep_runs_in_chunks_like_one_step_at_a_time(small):
+    sae, signals = small
+    models = eqs.stack(
+        [
+            eqx.tree_at(lambda m: m.encoder.sparsity.threshold, sae, jnp.asarray(lam))
+            for lam in (0.05, 0.2)
+        ]
+    )
+    one, many = _fit(models, signals, sweep=True, chunk=1), _fit(models, signals, sweep=True)
+    assert bool(eqx.tree_equal(one[0], many[0]))
+    for a, b in zip(one[1], many[1]):
+        np.testing.assert_array_equal(a["loss"], b["loss"])
+
+
+def test_a_bad_chunk_is_refused(small):
+    sae, signals = small
+    for chunk in (0, -1):
+        with pytest.raises(ValueError, match="chunk"):
+            _fit(sae, signals, chunk=chunk)
+
+
+def test_an_iterator_of_batches_of_changing_shape_is_refused(small):
+    sae, signals = small
+    batches = iter([signals[:32], signals[:16]] + [signals[:32]] * 10)
+    with pytest.raises(ValueError, match="shape"):
+        _fit(sae, batches, batch_size=None, chunk=4)
