@@ -25,6 +25,7 @@ from ._encoders import (
     ODEFlow as ODEFlow,
     Unrolled as Unrolled,
 )
+from ._from_data import init_from_data as init_from_data
 from ._grid import Grid as Grid, resample as resample, resample_codes as resample_codes
 from ._io import (
     Checkpoint as Checkpoint,

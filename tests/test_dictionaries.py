@@ -222,3 +222,154 @@ def test_convolutional_filters_keep_their_taps_on_other_grids():
     for offset, tap in zip(range(-2, 3), taps):
         expected[offset % 3] += tap
     np.testing.assert_allclose(small, expected, rtol=1e-5)
+
+
+# -- starts from the data ----------------------------------------------------------------------
+
+
+def _max_cosine(atoms, examples):
+    """For every atom, its largest |cos| with any of the examples (flattened)."""
+    a = np.asarray(atoms).reshape(atoms.shape[0], -1)
+    x = np.asarray(examples).reshape(examples.shape[0], -1)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.max(np.abs(a @ x.T), axis=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_start_from_data_keeps_the_family_and_gives_unit_atoms(family):
+    grid = eqs.Grid(16)
+    dictionary = build(family, grid, 2, 3, 4, jr.key(0))
+    started = eqs.init_from_data(dictionary, jr.normal(jr.key(1), (10, 2, 16)), key=jr.key(2))
+    assert jax.tree.structure(started) == jax.tree.structure(dictionary)
+    for new, old in zip(jax.tree.leaves(started), jax.tree.leaves(dictionary)):
+        assert new.shape == old.shape
+    np.testing.assert_allclose(started.atom_norms(grid), 1.0, rtol=1e-5)
+
+
+def test_dense_atoms_start_as_distinct_examples():
+    grid = eqs.Grid(8)
+    data = jr.normal(jr.key(1), (12, 2, 8))
+    dictionary = eqs.init_from_data(eqs.Dense(grid, 2, 5, key=jr.key(0)), data, key=jr.key(2))
+    atoms = dictionary.atoms(grid)
+    np.testing.assert_allclose(_max_cosine(atoms, data), 1.0, rtol=1e-5)
+    assert np.max(np.abs(np.triu(_cosines(atoms), 1))) < 0.999  # five different examples
+
+
+def _cosines(atoms):
+    a = np.asarray(atoms).reshape(atoms.shape[0], -1)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    return a @ a.T
+
+
+def test_lifted_effective_atoms_start_as_examples():
+    grid = eqs.Grid(())
+    lifted = eqs.Lifted(
+        eqs.Pointwise(6, 10, key=jr.key(0)),
+        eqs.Dense(grid, 10, 4, key=jr.key(1)),
+        eqs.Pointwise(10, 6, use_bias=False, key=jr.key(2)),
+    )
+    data = jr.normal(jr.key(3), (9, 6))
+    started = eqs.init_from_data(lifted, data, key=jr.key(4))
+    np.testing.assert_allclose(_max_cosine(started.atoms(grid), data), 1.0, rtol=1e-4)
+    np.testing.assert_array_equal(started.lifting.weight, lifted.lifting.weight)
+    np.testing.assert_array_equal(started.projection.weight, lifted.projection.weight)
+
+
+def _shifted_copies(shape, n, count, key):
+    """`count` examples, each one copy of `shape` (a (1, n) function) at a random shift."""
+    shifts = jr.randint(key, (count,), 0, n)
+    return jax.vmap(lambda s: jnp.roll(shape, s, axis=-1))(shifts)
+
+
+def test_convolutional_filters_start_as_windows_of_their_width_on_an_event():
+    """Examples are shifted copies of a bump 3 points wide; the filters (7 wide) see windows
+    centred on a point of the bump, so every filter holds the whole bump."""
+    n = 32
+    bump = jnp.zeros((1, n)).at[0, 10:13].set(jnp.array([0.5, 1.0, -0.7]))
+    data = _shifted_copies(bump, n, 8, jr.key(0))
+    grid = eqs.Grid(n)
+    dictionary = eqs.Convolutional(grid, 1, 4, 7, key=jr.key(1))
+    started = eqs.init_from_data(dictionary, data, key=jr.key(2))
+    cos, _ = eqs.metrics.cosine_similarity(bump[None], started.atoms(grid), shift_invariant=True)
+    np.testing.assert_allclose(np.abs(cos), 1.0, rtol=1e-5)
+
+
+def test_spectral_kernels_start_as_the_kept_modes_of_a_window():
+    """The least-squares projection of a function onto a Spectral dictionary keeps its
+    Fourier coefficients below the kept modes and nothing else."""
+    from equisae._from_data import _project
+
+    grid = eqs.Grid(32)
+    targets = jr.normal(jr.key(0), (3, 1, 32))
+    started = _project(eqs.Spectral(grid, 1, 3, 5, key=jr.key(1)), targets, grid)
+    spectrum = jnp.fft.rfft(targets, axis=-1).at[..., 5:].set(0)
+    low_pass = jnp.fft.irfft(spectrum, 32, axis=-1)
+    low_pass = low_pass / jax.vmap(grid.norm)(low_pass)[:, None, None]
+    np.testing.assert_allclose(started.atoms(grid), low_pass, atol=1e-5)
+
+
+def test_a_window_keeps_one_event_of_an_example():
+    """Two events per example far apart; a window of 9 points around the chosen point keeps
+    one of them, and a Spectral dictionary with every mode holds exactly that event."""
+    n = 32
+    a = jnp.zeros((1, n)).at[0, 2:5].set(jnp.array([1.0, 2.0, 1.0]))
+    b = jnp.zeros((1, n)).at[0, 18:21].set(jnp.array([-1.0, 1.0, -1.0]))
+    data = _shifted_copies(a + b, n, 6, jr.key(0))
+    grid = eqs.Grid(n)
+    dictionary = eqs.Spectral(grid, 1, 6, key=jr.key(1))
+    started = eqs.init_from_data(dictionary, data, key=jr.key(2), width=9)
+    cos, _ = eqs.metrics.cosine_similarity(
+        jnp.stack([a, b]), started.atoms(grid), shift_invariant=True
+    )
+    np.testing.assert_allclose(np.max(np.abs(cos), axis=0), 1.0, rtol=1e-5)
+
+
+def test_a_start_from_data_is_deterministic_in_its_key():
+    grid = eqs.Grid(16)
+    dictionary = eqs.Spectral(grid, 1, 3, 5, key=jr.key(0))
+    data = jr.normal(jr.key(1), (10, 1, 16))
+    first = eqs.init_from_data(dictionary, data, key=jr.key(2)).atoms(grid)
+    again = eqs.init_from_data(dictionary, data, key=jr.key(2)).atoms(grid)
+    other = eqs.init_from_data(dictionary, data, key=jr.key(3)).atoms(grid)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_a_start_needs_as_many_examples_with_energy_as_concepts():
+    grid = eqs.Grid(16)
+    dictionary = eqs.Dense(grid, 1, 4, key=jr.key(0))
+    data = jnp.zeros((6, 1, 16)).at[:3].set(jr.normal(jr.key(1), (3, 1, 16)))
+    with pytest.raises(ValueError, match=r"at least as many examples .* \(4\); the data hold 3"):
+        eqs.init_from_data(dictionary, data, key=jr.key(2))
+    with pytest.raises(ValueError, match="at least as many examples"):
+        eqs.init_from_data(dictionary, data[:3], key=jr.key(2))
+
+
+def test_a_filter_wider_than_the_data_grid_is_refused():
+    dictionary = eqs.Convolutional(eqs.Grid(32), 1, 2, 9, key=jr.key(0))
+    with pytest.raises(ValueError, match="wider than the data's grid"):
+        eqs.init_from_data(dictionary, jr.normal(jr.key(1), (4, 1, 8)), key=jr.key(2))
+    with pytest.raises(ValueError, match="do not fit on the grid"):
+        eqs.Convolutional(eqs.Grid(8), 1, 2, 9, key=jr.key(0))
+
+
+def test_bad_windows_and_data_are_refused():
+    grid = eqs.Grid(16)
+    spectral = eqs.Spectral(grid, 1, 2, 3, key=jr.key(0))
+    data = jr.normal(jr.key(1), (4, 1, 16))
+    with pytest.raises(ValueError, match="width"):
+        eqs.init_from_data(spectral, data, key=jr.key(2), width=17)
+    with pytest.raises(ValueError, match="vector codes"):
+        eqs.init_from_data(eqs.Dense(grid, 1, 2, key=jr.key(0)), data, key=jr.key(2), width=3)
+    with pytest.raises(ValueError, match=r"expected \(1, 16\)"):
+        eqs.init_from_data(spectral, jr.normal(jr.key(1), (4, 2, 16)), key=jr.key(2))
+
+
+def test_data_outside_the_kept_modes_give_no_start():
+    grid = eqs.Grid(16)
+    spectral = eqs.Spectral(grid, 1, 2, 3, key=jr.key(0))
+    wave = jnp.cos(2 * jnp.pi * 6 * jnp.arange(16) / 16)  # frequency 6, modes 0..2 kept
+    data = jnp.stack([wave * (1 + i) for i in range(4)])[:, None]
+    with pytest.raises(ValueError, match="no component"):
+        eqs.init_from_data(spectral, data, key=jr.key(2))
