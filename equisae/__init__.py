@@ -52,6 +52,7 @@ from ._multigrid import (
     multigrid_infer as multigrid_infer,
 )
 from ._sae import SAE as SAE
+from ._scale import data_scale as data_scale
 from ._solvers import AcceleratedFixedPoint as AcceleratedFixedPoint
 from ._sparsity import (
     AbstractSparsity as AbstractSparsity,

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import io
 import json
@@ -9,6 +10,8 @@ import equinox as eqx
 import jax
 import numpy as np
 from jaxtyping import PyTree
+
+from ._sae import SAE
 
 MAGIC = b"EQUISAE-CHECKPOINT\n"
 FORMAT_VERSION = 1
@@ -46,7 +49,8 @@ def save(
     The file is a header (format version, library version, hyperparameters as JSON, the path,
     shape and dtype of every array, the payload's length and SHA-256) followed by the leaves
     written by `equinox.tree_serialise_leaves`. It is written to a temporary file and renamed,
-    so a crash during a save leaves any previous file at `path` intact.
+    so a crash during a save leaves any previous file at `path` intact. An `SAE`'s `scale` (a
+    constant of the model, not an array) is written into the header and restored by `load`.
 
     **Arguments:**
 
@@ -79,6 +83,8 @@ def _write(path, model: PyTree, opt_state: PyTree | None, extra: dict) -> None:
         "payload_bytes": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     } | extra
+    if isinstance(model, SAE):
+        header["scale"] = model.scale
     try:
         encoded = json.dumps(header).encode()
     except TypeError as error:
@@ -134,6 +140,8 @@ def load(path: str | os.PathLike, like: PyTree, opt_state: PyTree | None = None)
     """Load a checkpoint written by `save` into the structure of `like` (a model of the same
     family and sizes, e.g. freshly built with any key) and, if given, of `opt_state`.
 
+    The model's arrays come from the file and so does an `SAE`'s `scale` (from the header);
+    everything else that is not an array (sizes, modes, static settings) comes from `like`.
     Every check happens before anything is returned: a file that is not a checkpoint, is
     truncated or corrupt (its SHA-256 does not match), has another format version, or holds
     arrays whose paths, shapes or dtypes differ from `like`'s raises `CheckpointError` (a
@@ -172,7 +180,10 @@ def _read(path, like: PyTree, opt_state: PyTree | None):
     if saved != expected:
         raise CheckpointError(_difference(path, header, saved, expected))
     loaded = eqx.tree_deserialise_leaves(io.BytesIO(payload), state)
-    return loaded["model"], loaded["opt_state"], header
+    model = loaded["model"]
+    if "scale" in header and isinstance(model, SAE):
+        model = dataclasses.replace(model, scale=header["scale"])
+    return model, loaded["opt_state"], header
 
 
 def _difference(path, header, saved, expected) -> str:

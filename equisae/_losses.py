@@ -28,7 +28,7 @@ def _preactivations(model: SAE, x: Array, grid: Grid) -> Array:
             "this loss term needs the pre-activations of an Amortised encoder (JumpReLU's L0 "
             f"and AuxK act on them); the model's encoder is {type(model.encoder).__name__}."
         )
-    lifted, dictionary = model.dictionary.lift(x, grid)
+    lifted, dictionary = model.dictionary.lift(x / model.scale, grid)
     return model.encoder.preactivations(lifted, dictionary, grid)
 
 
@@ -58,6 +58,10 @@ class SAELoss(eqx.Module):
       pre-activations, $\\alpha \\cdot \\tfrac12\\|e - D\\,\\mathrm{TopK}(u_{dead})\\|^2$ with
       $\\alpha$ = `aux_coefficient`, which gives dead concepts a gradient.
 
+    The reconstruction error is measured in the units the encoder sees, $x / s$ with $s$ the
+    model's `scale` (see `SAE.with_scale_of`): with the scale set from the data, the loss and
+    so the hyperparameters do not depend on the data's units.
+
     The batch is vmapped with `axis_name="batch"` (for `BatchTopK`). `loss(model, batch, grid)`
     returns `(value, aux)`, where `aux` holds the batch means of the reconstruction error,
     $\\|z\\|_{L^1}$, $L_0$ (non-zero code entries per example), the explained variance, the
@@ -82,7 +86,9 @@ class SAELoss(eqx.Module):
     ) -> tuple[Float[Array, " "], dict[str, Array]]:
         infer = jax.vmap(model.infer, in_axes=(0, None), axis_name="batch")
         reconstruction, codes, diagnostics = infer(batch, grid)
+        # in the units of the model's input, x / s: the loss does not depend on the data's scale
         error = jax.vmap(reconstruction_error, in_axes=(0, 0, None))(batch, reconstruction, grid)
+        error = error / model.scale**2
         l1 = jax.vmap(l1_norm)(codes)
         value = jnp.mean(error) + self.l1 * jnp.mean(l1)
         fired = firing(codes)
@@ -113,4 +119,5 @@ class SAELoss(eqx.Module):
         dead_codes = jax.vmap(select)(jnp.where(mask, pre, 0.0))
         estimate = jax.vmap(model.decode, in_axes=(0, None))(dead_codes, grid)
         error = jax.vmap(reconstruction_error, in_axes=(0, 0, None))(residual, estimate, grid)
+        error = error / model.scale**2
         return jnp.where(jnp.any(dead), jnp.mean(error), 0.0)
