@@ -14,6 +14,7 @@ Arrays are read epoch by epoch in an order drawn from the key, so the batches of
 depend on how the steps are cut into chunks.
 """
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -75,44 +76,79 @@ class Chunk(NamedTuple):
     per step `size`, and `position`, where the source stands after the chunk (for checkpoints,
     through `Batches.state`)."""
 
-    xs: np.ndarray
+    xs: np.ndarray | Array
     count: int
     size: int
     position: tuple | None
 
 
+class Plan(NamedTuple):
+    """Steps `start, ..., start + count - 1` of a chunk of the program's length `length`, with
+    their example indices `(length, batch)` on the device (for arrays) and where the order
+    stands after them."""
+
+    start: int
+    count: int
+    length: int
+    indices: Array | None = None
+    position: tuple | None = None
+
+
 class Order:
     """The order in which array examples are read: a permutation per epoch, drawn from the
-    key at the first step of each epoch."""
+    key at the first step of each epoch. Drawn on the device by `plan`, a chunk at a time,
+    so that the host never waits for it."""
 
     def __init__(self, examples: int, batch_size: int, key: PRNGKeyArray):
-        self.examples = examples
         self.batch_size = batch_size
         self.per_epoch = examples // batch_size
         self.key = key
-        self.permutation = None
+        self.permutation = jnp.arange(examples)  # replaced at step 0, before it is read
 
-    def indices(self, step: int) -> np.ndarray:
-        """The example indices of `step` (steps must be asked for in order)."""
-        if step % self.per_epoch == 0 or self.permutation is None:
-            self.key, subkey = jr.split(self.key)
-            self.permutation = np.asarray(jr.permutation(subkey, self.examples))
-        position = step % self.per_epoch
-        return self.permutation[position * self.batch_size : (position + 1) * self.batch_size]
-
-    def position(self) -> tuple:
-        return self.key, self.permutation
+    def plan(self, start: int, count: int, length: int) -> Plan:
+        indices, self.key, self.permutation = _plan(
+            self.key, self.permutation, start, count, length=length, per_epoch=self.per_epoch,
+            batch_size=self.batch_size,
+        )  # fmt: skip
+        return Plan(start, count, length, indices, (self.key, self.permutation))
 
     def restore(self, state: dict) -> None:
         self.key = jr.wrap_key_data(jnp.asarray(state["key"], jnp.uint32))
-        self.permutation = None if state["order"] is None else np.asarray(state["order"])
+        if state["order"] is not None:
+            self.permutation = jnp.asarray(state["order"], self.permutation.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("length", "per_epoch", "batch_size"))
+def _plan(key, permutation, start, count, *, length: int, per_epoch: int, batch_size: int):
+    """The example indices of `length` steps from `start` (those past `count` leave the order
+    as it is), and the key and permutation after them."""
+
+    def draw(key, permutation):
+        key, subkey = jr.split(key)
+        return key, jr.permutation(subkey, permutation.shape[0]).astype(permutation.dtype)
+
+    def keep(key, permutation):
+        return key, permutation
+
+    def body(carry, i):
+        step = start + i
+        new_epoch = (i < count) & (step % per_epoch == 0)
+        key, permutation = jax.lax.cond(new_epoch, draw, keep, *carry)
+        rows = jax.lax.dynamic_slice_in_dim(
+            permutation, (step % per_epoch) * batch_size, batch_size
+        )
+        return (key, permutation), rows
+
+    (key, permutation), indices = jax.lax.scan(body, (key, permutation), jnp.arange(length))
+    return indices, key, permutation
 
 
 class Batches:
     """The source of `fit`'s batches: an array on the device or the host, or an iterator.
 
-    `chunk(start, count, length)` returns the `Chunk` of steps `start, ..., start + count - 1`;
-    `state(chunk)` is the position in the data after that chunk, for checkpoints.
+    `plan(start, count, length)` plans steps `start, ..., start + count - 1` and
+    `chunk(plan)` returns their `Chunk`; `state(chunk)` is the position in the data after that
+    chunk, for checkpoints.
     """
 
     def __init__(self, data, batch_size: int | None, key: PRNGKeyArray, grid: Grid | None):
@@ -159,22 +195,30 @@ class Batches:
         batch_bytes = int(np.prod(self.batch_shape)) * np.dtype(self.dtype).itemsize
         return int(np.clip(HOST_CHUNK_BYTES // max(batch_bytes, 1), 1, length))
 
-    def chunk(self, start: int, count: int, length: int) -> Chunk:
+    def plan(self, start: int, count: int, length: int) -> Plan:
+        """The plan of steps `start, ..., start + count - 1`: for arrays, their example indices,
+        drawn on the device without waiting."""
+        if self.order is None:
+            return Plan(start, count, length)
+        return self.order.plan(start, count, length)
+
+    def chunk(self, plan: Plan) -> Chunk:
+        """The inputs of a planned chunk: for device arrays its indices; otherwise its batches,
+        read from the host array or the iterator and stacked (this waits for the plan)."""
+        start, count, length = plan.start, plan.count, plan.length
         if self.iterator is not None:
             batches = [self._next(step) for step in range(start, start + count)]
             stacked = np.zeros((length, *batches[0].shape), batches[0].dtype)
             stacked[:count] = batches
             return Chunk(stacked, count, batches[0].shape[0], None)
-        indices = np.stack([self.order.indices(step) for step in range(start, start + count)])
         if self.on_device:
-            padded = np.zeros((length, self.batch_size), np.int32)
-            padded[:count] = indices
-            return Chunk(padded, count, self.batch_size, self.order.position())
+            return Chunk(plan.indices, count, self.batch_size, plan.position)
+        indices = np.asarray(plan.indices)
         stacked = np.zeros((length, *self.batch_shape), self.dtype)
-        for row, (step, index) in enumerate(zip(range(start, start + count), indices)):
-            stacked[row] = self.data[np.sort(index)]
+        for row, step in enumerate(range(start, start + count)):
+            stacked[row] = self.data[np.sort(indices[row])]
             check_finite(stacked[row], f"the batch of step {step}")
-        return Chunk(stacked, count, self.batch_size, self.order.position())
+        return Chunk(stacked, count, self.batch_size, plan.position)
 
     def _next(self, step: int) -> np.ndarray:
         try:
@@ -209,7 +253,7 @@ class Batches:
         key, permutation = chunk.position
         return {
             "key": np.asarray(jr.key_data(key)).tolist(),
-            "order": None if permutation is None else permutation.tolist(),
+            "order": np.asarray(permutation).tolist(),
         }
 
     def restore(self, state: dict) -> None:

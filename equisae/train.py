@@ -16,7 +16,7 @@ import optax
 from jaxtyping import Array, Bool, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
-from ._batches import Batches, Chunk
+from ._batches import Batches, Chunk, Plan
 from ._dead import resample_dead
 from ._grid import Grid
 from ._io import CheckpointError, read_training, save_training
@@ -108,50 +108,82 @@ def _finite(model: SAE, value: Array) -> Array:
     return jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _chunk_program(step: Callable, batch_sharding):
-    """The jitted program of one chunk: `run(model, opt_state, gather, xs, count, grid)` runs
-    `step` on the batches `gather(xs[0]), ..., gather(xs[count - 1])` in one `lax.scan` over
-    `xs` and returns `(model, opt_state, outputs)`, the outputs `(loss, aux, finite)` of every
-    step stacked along a leading axis (rows past `count` are zeros).
+def _one_step(loss, optimizer, normalise, model, opt_state, batch, grid):
+    model, opt_state, value, aux = _step(loss, optimizer, normalise, model, opt_state, batch, grid)
+    return model, opt_state, value, aux, _finite(model, value)
+
+
+def _per_member(fn: Callable, sweep: bool, in_axes) -> Callable:
+    """`fn` vmapped over the members of a sweep (`in_axes`), or `fn` itself."""
+    return eqx.filter_vmap(fn, in_axes=in_axes) if sweep else fn
+
+
+@eqx.filter_jit
+def _init(optimizer, sweep: bool, model):
+    def init(model):
+        return optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+
+    return _per_member(init, sweep, (0,))(model)
+
+
+@eqx.filter_jit
+def _normalise_members(sweep: bool, model, grid):
+    return _per_member(_normalised, sweep, (0, None))(model, grid)
+
+
+@eqx.filter_jit
+def _resample(sweep: bool, model, opt_state, batch, grid, dead, key):
+    return _per_member(resample_dead, sweep, (0, 0, None, None, 0, None))(
+        model, opt_state, batch, grid, dead, key
+    )
+
+
+@eqx.filter_jit
+def _run_chunk(
+    loss, optimizer, normalise, sweep, batch_sharding, model, opt_state, gather, xs, count, grid
+):
+    """One chunk of steps: the steps on the batches `gather(xs[0]), ..., gather(xs[count - 1])`
+    in one `lax.scan` over `xs`. Returns `(model, opt_state, outputs)`, the outputs
+    `(loss, aux, finite)` of every step stacked along a leading axis (rows past `count` are
+    zeros).
 
     `count` is an array, so every count up to `len(xs)` runs the same compiled program; the rows
     past it are skipped by a `lax.cond`. The first step with a non-finite loss or parameter is
-    not applied and no later step runs: the program returns the last good model.
+    not applied and no later step runs: the program returns the last good model. The settings
+    (`loss`, `optimizer`, ...) are static, so `fit` calls with the same ones share the program.
     """
+    step = _per_member(
+        functools.partial(_one_step, loss, optimizer, normalise), sweep, (0, 0, None, None)
+    )
+    dynamic, static = eqx.partition((model, opt_state), eqx.is_array)
 
-    @eqx.filter_jit
-    def run(model, opt_state, gather, xs, count, grid):
-        dynamic, static = eqx.partition((model, opt_state), eqx.is_array)
-
-        def apply(dynamic, batch):
-            model, opt_state = eqx.combine(dynamic, static)
-            new_model, new_opt_state, value, aux, finite = step(model, opt_state, batch, grid)
-            new = eqx.filter((new_model, new_opt_state), eqx.is_array)
-            ok = jnp.all(finite)
-            kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, dynamic)
-            return kept, (value, aux, finite)
-
-        def body(carry, x):
-            dynamic, index, alive = carry
-            batch = gather(x)
-            if batch_sharding is not None:
-                batch = _shard_in_program(batch, batch_sharding)
-            shapes = jax.eval_shape(apply, dynamic, batch)[1]
-
-            def skip(dynamic, batch):
-                return dynamic, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-            active = alive & (index < count)
-            dynamic, outputs = jax.lax.cond(active, apply, skip, dynamic, batch)
-            alive = alive & ~(active & ~jnp.all(outputs[2]))
-            return (dynamic, index + 1, alive), outputs
-
-        carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
-        (dynamic, _, _), outputs = jax.lax.scan(body, carry, xs)
+    def apply(dynamic, batch):
         model, opt_state = eqx.combine(dynamic, static)
-        return model, opt_state, outputs
+        new_model, new_opt_state, value, aux, finite = step(model, opt_state, batch, grid)
+        new = eqx.filter((new_model, new_opt_state), eqx.is_array)
+        ok = jnp.all(finite)
+        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, dynamic)
+        return kept, (value, aux, finite)
 
-    return run
+    def body(carry, x):
+        dynamic, index, alive = carry
+        batch = gather(x)
+        if batch_sharding is not None:
+            batch = _shard_in_program(batch, batch_sharding)
+        shapes = jax.eval_shape(apply, dynamic, batch)[1]
+
+        def skip(dynamic, batch):
+            return dynamic, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        active = alive & (index < count)
+        dynamic, outputs = jax.lax.cond(active, apply, skip, dynamic, batch)
+        alive = alive & ~(active & ~jnp.all(outputs[2]))
+        return (dynamic, index + 1, alive), outputs
+
+    carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+    (dynamic, _, _), outputs = jax.lax.scan(body, carry, xs)
+    model, opt_state = eqx.combine(dynamic, static)
+    return model, opt_state, outputs
 
 
 def _shard_in_program(batch: Array, sharding) -> Array:
@@ -297,14 +329,14 @@ def _records(outputs, count: int, size: int, start: float, end: float, sweep: bo
 
 
 class _Prepared:
-    """The chunk of steps `step, ..., step + count - 1`, stacked now; an error in the data
-    (a NaN, an iterator that ran out) is raised when the chunk is asked for, after the chunks
-    before it have been trained and checkpointed."""
+    """The chunk of a plan, read now; an error in the data (a NaN, an iterator that ran out)
+    is raised when the chunk is asked for, after the chunks before it have been trained and
+    checkpointed."""
 
-    def __init__(self, source: Batches, step: int, count: int, length: int):
+    def __init__(self, source: Batches, plan: Plan):
         self.chunk, self.error = None, None
         try:
-            self.chunk = source.chunk(step, count, length)
+            self.chunk = source.chunk(plan)
         except (ValueError, TypeError) as error:
             self.error = error
 
@@ -435,23 +467,8 @@ def fit(
     source = Batches(data, batch_size, data_key, grid)
     batch_sharding = _batch_sharding(mesh, batch_axis, source.batch_size)
 
-    def one_step(model, opt_state, batch, grid):
-        model, opt_state, value, aux = _step(
-            loss, optimizer, normalise, model, opt_state, batch, grid
-        )
-        return model, opt_state, value, aux, _finite(model, value)
-
-    def init(model):
-        return optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-
-    vmap = (
-        (lambda f, in_axes: eqx.filter_vmap(f, in_axes=in_axes))
-        if sweep
-        else (lambda f, in_axes: f)
-    )
-    run_chunk = _chunk_program(vmap(one_step, (0, 0, None, None)), batch_sharding)
-    resample_fn = eqx.filter_jit(vmap(resample_dead, (0, 0, None, None, 0, None)))
-    init_fn = eqx.filter_jit(vmap(init, (0,)))
+    settings = (loss, optimizer, normalise, sweep, batch_sharding)
+    init_fn = functools.partial(_init, optimizer, sweep)
 
     if resume_from is not None:
         model, opt_state, training = read_training(resume_from, model, init_fn(model))
@@ -464,7 +481,7 @@ def fit(
     else:
         start_step, history = 0, _History()
         if normalise and source.grid is not None:
-            model = eqx.filter_jit(vmap(_normalised, (0, None)))(model, source.grid)
+            model = _normalise_members(sweep, model, source.grid)
         opt_state = init_fn(model)
     gather = source.gather
     if mesh is not None:
@@ -483,17 +500,19 @@ def fit(
         total=steps, initial=start_step, disable=not progress, desc="fit", unit="step"
     ) as bar:
         step = start_step
-        upcoming = _Prepared(source, step, schedule.count(step), length)
+        upcoming = _Prepared(source, source.plan(step, schedule.count(step), length))
         while step < steps:
             current = upcoming.result()
-            new_model, new_opt_state, outputs = run_chunk(
-                model, opt_state, gather, place(current.xs), jnp.asarray(current.count),
+            end = step + current.count
+            # the next chunk's order is drawn before this chunk is queued, and its batches are
+            # read on the host while this chunk runs
+            plan = source.plan(end, schedule.count(end), length) if end < steps else None
+            new_model, new_opt_state, outputs = _run_chunk(
+                *settings, model, opt_state, gather, place(current.xs), jnp.asarray(current.count),
                 source.grid,
             )  # fmt: skip
-            end = step + current.count
-            # stack the next chunk on the host while this one runs on the device
-            if end < steps:
-                upcoming = _Prepared(source, end, schedule.count(end), length)
+            if plan is not None:
+                upcoming = _Prepared(source, plan)
             outputs = jax.device_get(outputs)
             now = time.perf_counter()
             schedule.timed(now - last, current.count)
@@ -510,8 +529,8 @@ def fit(
                     batch = source.last_batch(current)
                     if batch_sharding is not None:
                         batch = _place(batch, batch_sharding)
-                    model, opt_state = resample_fn(
-                        model, opt_state, batch, source.grid, jnp.asarray(dead),
+                    model, opt_state = _resample(
+                        sweep, model, opt_state, batch, source.grid, jnp.asarray(dead),
                         jr.fold_in(resample_key, end - 1),
                     )  # fmt: skip
             bar.set_postfix(loss=f"{float(np.mean(columns['loss'][-1])):.4g}")
