@@ -1,4 +1,4 @@
-"""End-to-end model recovery: training from a random start finds the true concepts."""
+"""End-to-end model recovery: training finds the true concepts."""
 
 import jax.random as jr
 import optax
@@ -8,20 +8,33 @@ import equisae as eqs
 
 
 @pytest.mark.slow
-def test_an_unrolled_sae_recovers_the_standard_vector_dictionary(vector_problem):
-    """m=50, p=100, s=5: at least 95% of atoms at |cos| > 0.99 from a random dictionary."""
+@pytest.mark.parametrize("seed", [2, 12, 22])
+def test_an_unrolled_sae_recovers_the_standard_vector_dictionary(vector_problem, seed):
+    """m=50, p=100, s=5: at least 95% of atoms at |cos| > 0.99 for three dictionary keys and
+    data orders, from a start on the data (`init_from_data`: every atom one example) with a
+    small l1 term in the outer loss (l1 = 0.05 = lambda / 6).
+
+    Steps to 95% in a `make_step` loop of the same steps (recovery every 50 steps; seeds 2, 12,
+    22): random start, l1 = 0 (the old test): 900, 1000, 550, so 800 steps sat on a knife edge;
+    data start, l1 = 0: 450, 550, 450, but `fit`'s data order left seed 2 at 97% after 800
+    steps (one atom a mixture of two true ones); random start, l1 = 0.05: 550, 450, 450; both:
+    350, 350, 250, and 100% by step 400. With `fit` and 800 steps both give 100% of atoms and a
+    smallest matched |cos| of 0.997 for seeds 2, 12, 22, 32, 42 and 52 (l1 = 0.1 already lets
+    one of them fall to 96%: the l1 term's shrinkage biases the atoms)."""
     _, sample = vector_problem
     grid = eqs.Grid(())
     lam = 0.3
-    sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(lam), 30), eqs.Dense(grid, 50, 100, key=jr.key(2)))
+    dictionary = eqs.Dense(grid, 50, 100, key=jr.key(seed))
+    dictionary = eqs.init_from_data(dictionary, sample.signals, key=jr.fold_in(jr.key(seed), 1))
+    sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(lam), 30), dictionary)
     sae, history = eqs.fit(
         sae,
         sample.signals,
         optimizer=optax.adam(1e-2),
         steps=800,
         batch_size=256,
-        key=jr.key(3),
-        loss=eqs.SAELoss(),
+        key=jr.key(seed + 1),
+        loss=eqs.SAELoss(l1=0.05),
         progress=False,
     )
     result = eqs.metrics.recovery(sample.concepts, sae.dictionary.atoms(grid))
