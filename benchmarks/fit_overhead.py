@@ -52,7 +52,7 @@ def _spectral(n: int, p: int, modes: int, steps: int):
 
 # model size: (sae, data, grid), batch size, steps N
 PROBLEMS = {
-    "tiny": (lambda: _dense(16, 32, 3, 4096, 0.1, 5), 64, 5000),
+    "tiny": (lambda: _dense(16, 32, 3, 4096, 0.1, 5), 64, 2000),
     "race": (lambda: _dense(50, 100, 5, 20_000, 0.3, 30), 256, 200),
     "fno": (lambda: _spectral(1024, 16, 32, 10), 64, 20),
 }

@@ -12,7 +12,8 @@ import equisae as eqs
 jax.config.update("jax_default_matmul_precision", "highest")
 
 # `ci`: few, reproducible examples; the first example of each test pays the JIT compile, so no
-# deadline. `thorough`: many more examples, for a GPU machine (HYPOTHESIS_PROFILE=thorough).
+# deadline. `thorough`: many more examples, for a GPU machine (HYPOTHESIS_PROFILE=thorough;
+# HYPOTHESIS_EXAMPLES sets how many, 300 by default: benchmarks/gpu.sh keeps it to a few minutes).
 hypothesis.settings.register_profile(
     "ci",
     max_examples=12,
@@ -24,7 +25,7 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.register_profile(
     "thorough",
-    max_examples=300,
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 300)),
     deadline=None,
     database=None,
     print_blob=True,
