@@ -295,6 +295,19 @@ def test_convolutional_filters_start_as_windows_of_their_width_on_an_event():
     np.testing.assert_allclose(np.abs(cos), 1.0, rtol=1e-5)
 
 
+def test_two_dimensional_filters_start_on_an_event_too():
+    """The same on a 6 x 8 grid: a 3 x 3 window around any point of a 2 x 2 shape holds all
+    of it."""
+    shape = jnp.zeros((1, 6, 8)).at[0, 2:4, 5:7].set(jnp.array([[1.0, -0.5], [0.3, 0.8]]))
+    rows, cols = jr.randint(jr.key(0), (2, 6), 0, 6)
+    data = jax.vmap(lambda r, c: jnp.roll(shape, (r, c), axis=(1, 2)))(rows, cols)
+    grid = eqs.Grid((6, 8))
+    dictionary = eqs.Convolutional(grid, 1, 3, 3, key=jr.key(1))
+    started = eqs.init_from_data(dictionary, data, key=jr.key(2))
+    cos, _ = eqs.metrics.cosine_similarity(shape[None], started.atoms(grid), shift_invariant=True)
+    np.testing.assert_allclose(np.abs(cos), 1.0, rtol=1e-5)
+
+
 def test_spectral_kernels_start_as_the_kept_modes_of_a_window():
     """The least-squares projection of a function onto a Spectral dictionary keeps its
     Fourier coefficients below the kept modes and nothing else."""
