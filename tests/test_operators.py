@@ -81,7 +81,9 @@ def test_the_fno_is_discretisation_invariant(shape, modes, bandwidth):
     """
     ndim = len(shape)
     fno = _fno(ndim, modes)
-    linear = eqx.tree_at(lambda m: m.activation, fno, _identity)
+    linear = eqx.tree_at(
+        lambda m: [m.activation] + [b.activation for b in m.blocks], fno, [_identity] * 4
+    )
     grids = [eqs.Grid(tuple(factor * n for n in shape)) for factor in (1, 2, 4)]
     inputs = [_inputs(ndim, bandwidth, grid) for grid in grids]
     exact = [_apply(linear, x) for x in inputs]

@@ -1,5 +1,17 @@
-"""Host neural operators to interpret: an Equinox Fourier neural operator whose hidden fields
-can be read and replaced, and the splice metric."""
+"""Host neural operators to interpret: capture and splice for any Equinox model by the path
+of a submodule, an Equinox Fourier neural operator, the splice metric, and PyTorch models
+through the optional `torch` extra."""
 
-from ._fno import FNO as FNO
-from ._splice import relative_l2_error as relative_l2_error, splice_error as splice_error
+from ._capture import (
+    Record as Record,
+    Spliced as Spliced,
+    capture as capture,
+    splice as splice,
+    submodule as submodule,
+)
+from ._fno import FNO as FNO, FourierBlock as FourierBlock
+from ._splice import (
+    Reconstruction as Reconstruction,
+    relative_l2_error as relative_l2_error,
+    splice_error as splice_error,
+)

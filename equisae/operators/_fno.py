@@ -10,6 +10,33 @@ from .._grid import Grid
 from .._layers import AbstractOperator, Pointwise, SpectralConv, _per_axis
 
 
+def _identity(v: Array) -> Array:
+    return v
+
+
+class FourierBlock(eqx.Module):
+    """One block of an `FNO`, $v \\mapsto \\sigma(K v + W v + b)$: a `SpectralConv` $K$, a
+    pointwise skip connection $W v + b$ (`Pointwise`) and an elementwise activation $\\sigma$
+    (the identity in the last block). Acts on one field of shape `(width, *spatial)`."""
+
+    spectral: SpectralConv
+    skip: Pointwise
+    activation: Callable[[Array], Array]
+
+    def __call__(self, v: Float[Array, " width *spatial"]) -> Float[Array, " width *spatial"]:
+        """$\\sigma(K v + W v + b)$."""
+        return self.activation(self.spectral(v) + self.skip(v))
+
+
+class _BlockPath(eqx.Module):
+    """The path of the field of block `index` in an `FNO`, for `capture` and `splice`."""
+
+    index: int = eqx.field(static=True)
+
+    def __call__(self, fno: "FNO") -> Callable:
+        return fno.lifting if self.index == 0 else fno.blocks[self.index - 1]
+
+
 class FNO(AbstractOperator):
     """A Fourier neural operator (Li et al., 2021) on one function of shape
     `(in_channels, *spatial)`, $d$ = 1 or 2 spatial axes:
@@ -26,17 +53,19 @@ class FNO(AbstractOperator):
     band-limited inputs the outputs on a grid and on a finer one agree at the common points, up
     to the aliasing of the harmonics that $\\sigma$ creates (none with a linear $\\sigma$).
 
-    The hidden fields are returned without hooks: `hidden(x)` gives
-    $(v_0, v_1, \\dots, v_L)$, and `from_block(i, v)` runs the rest of the network from the
-    field of block $i$, so `fno.from_block(i, fno.hidden(x)[i]) == fno(x)`. With
+    The network is `lifting` (a `Pointwise`), `blocks` (a tuple of `FourierBlock`) and
+    `projection`, as in pdequinox's `ClassicFNO`, so the generic `capture` and `splice` reach
+    its fields by path: `fno.where(i)` is the path of field $i$ (`lambda m: m.lifting` for
+    $i = 0$, `lambda m: m.blocks[i - 1]` after). Two shortcuts read them in one pass:
+    `hidden(x)` gives $(v_0, v_1, \\dots, v_L)$, and `from_block(i, v)` runs the rest of the
+    network from the field of block $i$, so `fno.from_block(i, fno.hidden(x)[i]) == fno(x)`. With
     `coordinates=True` the $d$ coordinates of the grid points are appended to the input
     channels before the lifting (for problems that are not translation invariant, such as
     Dirichlet boundary conditions).
     """
 
     lifting: Pointwise
-    spectral: tuple[SpectralConv, ...]
-    skip: tuple[Pointwise, ...]
+    blocks: tuple[FourierBlock, ...]
     projection: tuple[Pointwise, Pointwise]
     activation: Callable[[Array], Array]
     in_channels: int = eqx.field(static=True)
@@ -90,11 +119,13 @@ class FNO(AbstractOperator):
         lkey, skey, wkey, q1key, q2key = jr.split(key, 5)
         lifted_in = in_channels + (len(modes) if coordinates else 0)
         self.lifting = Pointwise(lifted_in, width, use_bias=True, key=lkey)
-        self.spectral = tuple(
-            SpectralConv(width, width, modes, key=k) for k in jr.split(skey, depth)
-        )
-        self.skip = tuple(
-            Pointwise(width, width, use_bias=True, key=k) for k in jr.split(wkey, depth)
+        self.blocks = tuple(
+            FourierBlock(
+                SpectralConv(width, width, modes, key=k1),
+                Pointwise(width, width, use_bias=True, key=k2),
+                _identity if i == depth - 1 else activation,
+            )
+            for i, (k1, k2) in enumerate(zip(jr.split(skey, depth), jr.split(wkey, depth)))
         )
         self.projection = (
             Pointwise(width, projection_width, use_bias=True, key=q1key),
@@ -110,7 +141,14 @@ class FNO(AbstractOperator):
     @property
     def depth(self) -> int:
         """$L$, the number of Fourier blocks."""
-        return len(self.spectral)
+        return len(self.blocks)
+
+    def where(self, i: int) -> Callable[["FNO"], Callable]:
+        """The path of field $i$ ($0 \\le i \\le L$) for `capture` and `splice`: the
+        lifting for $i = 0$, block $i$ after."""
+        if not 0 <= i <= self.depth:
+            raise ValueError(f"FNO block index must lie in 0..{self.depth}, got {i}.")
+        return _BlockPath(int(i))
 
     def _check_input(self, x: Array) -> None:
         if x.ndim != 1 + len(self.modes) or x.shape[0] != self.in_channels:
@@ -133,8 +171,7 @@ class FNO(AbstractOperator):
         ($\\sigma$ left out for $i = L$)."""
         if not 1 <= i <= self.depth:
             raise ValueError(f"FNO block index must lie in 1..{self.depth}, got {i}.")
-        v = self.spectral[i - 1](v) + self.skip[i - 1](v)
-        return v if i == self.depth else self.activation(v)
+        return self.blocks[i - 1](v)
 
     def project(self, v: Float[Array, " width *spatial"]) -> Float[Array, " out *spatial"]:
         """$y = Q_2\\, \\sigma(Q_1 v_L)$."""
