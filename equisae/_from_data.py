@@ -34,8 +34,9 @@ def init_from_data(
     set to zero.
 
     The target functions are then projected onto the dictionary's family by least squares over
-    each concept's parameters (`lineax`, conjugate gradients on the normal equations), so the
-    same code serves every dictionary: a `Dense` atom is the example itself, a `Convolutional`
+    each concept's parameters (conjugate gradients on the normal equations, the transpose by
+    `jax.vjp`; a concept's parameters are those its `rescale` multiplies), so the same code
+    serves every dictionary, a subclass of your own included: a `Dense` atom is the example itself, a `Convolutional`
     filter the window of its filter width, a `Spectral` kernel the window's lowest `modes`
     Fourier coefficients, and a `Lifted` dictionary gets effective atoms $Q D_l e_k$ equal to
     the projected windows (its lifting and projection are kept). Finally the atoms are put at
