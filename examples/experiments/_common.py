@@ -24,7 +24,9 @@ import optax
 
 import equisae as eqs
 
-OUT = pathlib.Path(__file__).parents[2] / "docs" / "figures" / "experiments"
+# outputs/ by default; the docs' figures are regenerated on purpose, with
+# `--out docs/figures/experiments`
+OUT = pathlib.Path(__file__).parents[2] / "outputs" / "experiments"
 
 
 def parser(doc: str, seeds: int = 3) -> argparse.ArgumentParser:
@@ -34,7 +36,7 @@ def parser(doc: str, seeds: int = 3) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a smaller version (CI)")
     p.add_argument(
-        "--out", type=pathlib.Path, default=OUT, help="output folder (docs/figures/experiments)"
+        "--out", type=pathlib.Path, default=OUT, help="output folder (outputs/experiments)"
     )
     p.add_argument(
         "--seeds", type=int, default=None, help=f"number of seeds ({seeds}; 2 with --quick)"

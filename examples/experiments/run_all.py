@@ -4,8 +4,9 @@
     python examples/experiments/run_all.py --quick   # smaller versions (CI), about 2 minutes
 
 Each experiment writes `<name>.png` and `<name>.json` to `--out` (default
-`docs/figures/experiments`); this script then writes `summary.md` there, with the headline
-numbers of each. `--seeds` is passed on to every experiment.
+`outputs/experiments`; `--out docs/figures/experiments` regenerates the docs' figures); this
+script then writes `summary.md` there, with the headline numbers of each. `--seeds` is
+passed on to every experiment.
 """
 
 import json
