@@ -386,3 +386,37 @@ def test_data_outside_the_kept_modes_give_no_start():
     data = jnp.stack([wave * (1 + i) for i in range(4)])[:, None]
     with pytest.raises(ValueError, match="no component"):
         eqs.init_from_data(spectral, data, key=jr.key(2))
+
+
+class _Cosines(eqs.AbstractDictionary):
+    """A dictionary of one's own: atom k = sum_j c_kj cos(2 pi j s), j < degree."""
+
+    coefficients: jax.Array
+    concepts: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
+
+    def __init__(self, concepts, degree, *, key):
+        self.coefficients = jr.normal(key, (concepts, degree))
+        self.concepts = concepts
+        self.channels = 1
+
+    def __call__(self, codes, grid):
+        degree = self.coefficients.shape[1]
+        basis = jnp.cos(2 * jnp.pi * jnp.arange(degree)[:, None] * grid.points()[0][None])
+        return (codes @ self.coefficients @ basis)[None]
+
+    def code_shape(self, grid):
+        return (self.concepts,)
+
+    def rescale(self, factors):
+        return eqx.tree_at(lambda d: d.coefficients, self, self.coefficients * factors[:, None])
+
+
+def test_a_dictionary_of_ones_own_starts_from_data_too():
+    """Its atoms become the least-squares fits of examples within its span: exactly the
+    examples when they lie in it."""
+    grid = eqs.Grid(32)
+    data = _Cosines(6, 4, key=jr.key(0)).atoms(grid)  # six functions in the span
+    started = eqs.init_from_data(_Cosines(3, 4, key=jr.key(2)), data, key=jr.key(3))
+    assert isinstance(started, _Cosines)
+    np.testing.assert_allclose(_max_cosine(started.atoms(grid), data), 1.0, rtol=1e-5)
