@@ -8,7 +8,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._dead import concept_mask
-from ._dictionaries import AbstractDictionary, Convolutional, Lifted
+from ._dictionaries import AbstractDictionary, Convolutional
 from ._grid import Grid
 from ._layers import _per_axis
 from ._scale import energies
@@ -36,10 +36,11 @@ def init_from_data(
     The target functions are then projected onto the dictionary's family by least squares over
     each concept's parameters (conjugate gradients on the normal equations, the transpose by
     `jax.vjp`; a concept's parameters are those its `rescale` multiplies), so the same code
-    serves every dictionary, a subclass of your own included: a `Dense` atom is the example itself, a `Convolutional`
-    filter the window of its filter width, a `Spectral` kernel the window's lowest `modes`
-    Fourier coefficients, and a `Lifted` dictionary gets effective atoms $Q D_l e_k$ equal to
-    the projected windows (its lifting and projection are kept). Finally the atoms are put at
+    serves every dictionary, a subclass of your own included: a `Dense` atom is the example
+    itself, a `Convolutional` filter the window of its filter width, a `Spectral` kernel the
+    window's lowest `modes` Fourier coefficients, and a `Lifted` dictionary gets effective
+    atoms $Q D_l e_k$ equal to the projected windows (its lifting and projection are kept; a
+    `Tied` one gets its concepts $D$ from the windows). Finally the atoms are put at
     unit $L^2(\\Omega)$ norm.
 
     The random start of each dictionary's constructor stays the default (the paper's
@@ -106,8 +107,9 @@ def _check_data(dictionary: AbstractDictionary, data, grid: Grid | None) -> Grid
 
 
 def _check_filters(dictionary: AbstractDictionary, grid: Grid) -> None:
-    if isinstance(dictionary, Lifted):
-        _check_filters(dictionary.inner, grid)
+    inner = getattr(dictionary, "inner", None)  # Lifted, Tied: the concepts of the inner one
+    if isinstance(inner, AbstractDictionary):
+        _check_filters(inner, grid)
     elif isinstance(dictionary, Convolutional) and any(
         w > n for w, n in zip(dictionary.width, grid.shape)
     ):

@@ -276,6 +276,18 @@ def test_lifted_effective_atoms_start_as_examples():
     np.testing.assert_array_equal(started.projection.weight, lifted.projection.weight)
 
 
+def test_a_tied_dictionary_starts_with_its_concepts_on_the_data():
+    grid = eqs.Grid(16)
+    inner = eqs.Convolutional(grid, 1, 3, 5, key=jr.key(0))
+    tied = eqs.Tied(inner, eqs.Pointwise(1, 3, use_bias=False, key=jr.key(1)))
+    data = jr.normal(jr.key(2), (6, 1, 16))
+    started = eqs.init_from_data(tied, data, key=jr.key(3))
+    assert isinstance(started, eqs.Tied)
+    np.testing.assert_allclose(started.atom_norms(grid), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="wider than the data's grid"):
+        eqs.init_from_data(tied, jr.normal(jr.key(2), (6, 1, 4)), key=jr.key(3))
+
+
 def _shifted_copies(shape, n, count, key):
     """`count` examples, each one copy of `shape` (a (1, n) function) at a random shift."""
     shifts = jr.randint(key, (count,), 0, n)
