@@ -1,6 +1,5 @@
 """PDE data for host neural operators: random fields, Burgers and Darcy solvers, caching."""
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -25,8 +24,8 @@ def test_gaussian_random_fields_are_keyed_real_and_zero_mean():
         eqs.data.gaussian_random_field(jr.key(0), grid, tau=-1.0)
 
 
-def _solve(u0, viscosity, time, steps, solver=None):
-    kwargs = {} if solver is None else {"solver": solver}
+def _solve(u0, viscosity, time, steps, order=None):
+    kwargs = {} if order is None else {"order": order}
     return eqs.data.solve_burgers(
         jnp.asarray(u0, jnp.float32), viscosity=viscosity, time=time, steps=steps, **kwargs
     )
@@ -42,26 +41,34 @@ def test_burgers_conserves_the_mean_and_dissipates_energy():
 
 def test_inviscid_burgers_matches_the_characteristics_before_the_shock():
     """u_t + u u_x = 0 with u0 = a sin(2 pi x): u(x, t) = u0(x - u t) until the shock at
-    t* = 1 / (2 pi a); at t = t*/2 the solver matches it to 1e-5 (relative L2)."""
+    t* = 1 / (2 pi a); at t = t*/2 the solver (exponax, ETDRK3, 200 steps) matches it to 1e-7
+    in float64 (the discretisation error); in float32 its FFT round-off adds about 6e-8 per
+    step, and the error stays below 3e-5."""
     n, a = 128, 0.5
     x = np.arange(n) / n
     time = 0.5 / (2 * np.pi * a)
     exact = a * np.sin(2 * np.pi * x)
     for _ in range(200):  # fixed point of u = u0(x - u t): a contraction for t < t*
         exact = a * np.sin(2 * np.pi * (x - exact * time))
+    with jax.enable_x64(True):
+        u0 = jnp.asarray(a * np.sin(2 * np.pi * x)[None], jnp.float64)
+        u = eqs.data.solve_burgers(u0, viscosity=0.0, time=time, steps=200)
+        assert u.dtype == jnp.float64
+        assert relative_error(u[0], exact) <= 1e-7
     u = _solve(a * np.sin(2 * np.pi * x)[None], 0.0, time, 200)
-    assert relative_error(u[0], exact) <= 1e-5
+    assert relative_error(u[0], exact) <= 3e-5
 
 
 def test_viscous_burgers_matches_a_reference_at_a_finer_step():
-    """Default solver (Bosh3) at the default number of steps against Tsit5 at 4x the steps,
+    """Default solver (exponax's ETDRK3) at the default number of steps against ETDRK4 at 4x
+    the steps,
     on a random initial condition with a steep front; and the heat-equation limit of a tiny
     wave, u = eps exp(-nu (2 pi)^2 t) sin(2 pi x) up to O(eps^2)."""
     grid = eqs.Grid(64)
     u0 = eqs.data.gaussian_random_field(jr.key(3), grid)
     steps = eqs.data.burgers_steps(u0[None], 0.5)
     u = _solve(u0, 0.02, 0.5, steps)
-    reference = _solve(u0, 0.02, 0.5, 4 * steps, solver=diffrax.Tsit5())
+    reference = _solve(u0, 0.02, 0.5, 4 * steps, order=4)
     assert relative_error(u, reference) <= 1e-4
     eps, nu = 1e-4, 0.02
     wave = eps * np.sin(2 * np.pi * np.arange(64) / 64)[None]

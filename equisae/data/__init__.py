@@ -1,4 +1,5 @@
-"""Synthetic data from sparse generative models with known concepts and codes."""
+"""Synthetic data from sparse generative models with known concepts and codes, and PDE data
+for host neural operators (from exponax where it has the equation)."""
 
 from ._burgers import (
     burgers as burgers,
@@ -10,6 +11,12 @@ from ._darcy import (
     darcy_operator as darcy_operator,
     darcy_residual as darcy_residual,
     solve_darcy as solve_darcy,
+)
+from ._exponax import (
+    exponax_pairs as exponax_pairs,
+    korteweg_de_vries as korteweg_de_vries,
+    kuramoto_sivashinsky as kuramoto_sivashinsky,
+    navier_stokes as navier_stokes,
 )
 from ._generative import (
     AbstractGenerativeModel as AbstractGenerativeModel,

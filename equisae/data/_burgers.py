@@ -1,8 +1,8 @@
 import math
 import os
 
-import diffrax
 import equinox as eqx
+import exponax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -13,47 +13,26 @@ from .._grid import Grid
 from ._pde import PDEData, cached, check_num, check_resolution, gaussian_random_field, key_meta
 
 
-class _IntegratingFactorField(eqx.Module):
-    """The right-hand side of Burgers' equation in integrating-factor form over one step:
-    with $\\hat v(\\tau) = e^{\\nu k^2 \\tau} \\hat u(t_0 + \\tau)$,
-    $d\\hat v / d\\tau = -e^{\\nu k^2 \\tau} \\tfrac{i k}{2} \\widehat{u^2}$ (dealiased).
-    The state is $\\hat v$ as stacked real and imaginary parts."""
-
-    n: int = eqx.field(static=True)
-
-    def __call__(self, tau, y, args):
-        decay, wavenumber, keep = args
-        factor = jnp.exp(decay * tau)
-        u_hat = (y[0] + 1j * y[1]) / factor
-        u = jnp.fft.irfft(u_hat, n=self.n, norm="forward")
-        flux_hat = jnp.fft.rfft(u * u, norm="forward") * keep
-        dv = factor * (-0.5j * wavenumber) * flux_hat
-        return jnp.stack([dv.real, dv.imag])
-
-
 def solve_burgers(
     u0: Float[Array, " 1 n"],
     *,
     viscosity: float,
     time: float,
     steps: int,
-    solver: diffrax.AbstractRungeKutta = diffrax.Bosh3(),
+    order: int = 3,
 ) -> Float[Array, " 1 n"]:
     """The viscous Burgers equation $u_t + (u^2/2)_x = \\nu u_{xx}$ on the periodic domain
-    $[0, 1)$, solved pseudo-spectrally from `u0` to `time`.
-
-    The nonlinear term is computed on the grid and dealiased by the 2/3 rule (Fourier modes
-    $|f| \\ge n/3$ of $u^2$ are dropped); the viscous term is integrated exactly by an
-    integrating factor restarted at every step, $\\hat u(t + \\Delta t) =
-    e^{-\\nu k^2 \\Delta t} \\hat v(\\Delta t)$ with $k = 2\\pi f$, and $\\hat v$ advanced by one
-    step of an explicit diffrax Runge–Kutta `solver` (an integrating-factor, or Lawson,
-    Runge–Kutta method: stable for any $\\nu$; the step only has to resolve advection,
-    $\\Delta t\\, k_{max} \\max|u| \\lesssim 2$ with $k_{max} = 2\\pi n/3$, see `burgers_steps`).
-    The mean of $u$ (mode 0) is conserved exactly. Acts on one function; vmap for batches.
+    $[0, 1)$, solved from `u0` to `time` by exponax (`exponax.stepper.Burgers`): a
+    pseudo-spectral method whose nonlinear term is dealiased by the 2/3 rule, advanced by an
+    exponential time-differencing Runge–Kutta method (ETDRK of `order` 1 to 4) that integrates
+    the viscous term exactly, so that it is stable for any $\\nu$; the step only has to
+    resolve advection, $\\Delta t\\, k_{max} \\max|u| \\lesssim 2$ with
+    $k_{max} = 2\\pi n/3$ (see `burgers_steps`). The mean of $u$ (mode 0) is conserved exactly.
+    Acts on one function; vmap for batches.
 
     **Arguments:** `u0` of shape `(1, n)`; `viscosity` $\\nu \\ge 0$; `time` $T > 0$; `steps`,
-    the number of equal time steps; `solver`, an explicit Runge–Kutta method of diffrax
-    (default `Bosh3`, third order).
+    the number of equal time steps; `order` of the ETDRK method (default 3, the order of
+    the Runge–Kutta method of equisae's own solver, which this one replaced).
 
     **Returns:** $u(T)$ on the same grid, shape `(1, n)`.
     """
@@ -65,30 +44,29 @@ def solve_burgers(
         raise ValueError(f"time must be positive, got {time}.")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive whole number, got {steps}.")
-    n = u0.shape[1]
-    dt = time / int(steps)
-    frequency = jnp.arange(n // 2 + 1)
-    wavenumber = 2 * jnp.pi * frequency
-    decay = (viscosity * wavenumber**2).astype(u0.dtype)
-    keep = (frequency < n / 3).astype(u0.dtype)
-    args = (decay, wavenumber.astype(u0.dtype), keep)
-    term = diffrax.ODETerm(_IntegratingFactorField(n))
-    if not isinstance(solver, diffrax.AbstractERK):
-        raise ValueError(f"solver must be an explicit Runge-Kutta method, got {solver}.")
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"order must be 1, 2, 3 or 4, got {order}.")
+    stepper = _stepper(u0.shape[1], viscosity, time / int(steps), order)
+    return exponax.repeat(stepper, int(steps))(u0).astype(u0.dtype)
 
-    def pack(u_hat):
-        return jnp.stack([u_hat.real, u_hat.imag])
 
-    u_hat = jnp.fft.rfft(u0[0], norm="forward")
-    state = solver.init(term, 0.0, dt, pack(u_hat), args)
+def _stepper(n: int, viscosity: float, dt: float, order: int) -> exponax.stepper.Burgers:
+    return exponax.stepper.Burgers(
+        1, 1.0, int(n), float(dt), diffusivity=float(viscosity), order=int(order)
+    )
 
-    def step(carry, _):
-        u_hat, state = carry
-        v, _, _, state, _ = solver.step(term, 0.0, dt, pack(u_hat), args, state, made_jump=True)
-        return ((v[0] + 1j * v[1]) * jnp.exp(-decay * dt), state), None
 
-    (u_hat, _), _ = jax.lax.scan(step, (u_hat, state), None, length=int(steps))
-    return jnp.fft.irfft(u_hat, n=n, norm="forward")[None].astype(u0.dtype)
+class _Solve(eqx.Module):
+    stepper: exponax.stepper.Burgers
+    steps: int = eqx.field(static=True)
+
+    def __call__(self, u0):
+        return exponax.repeat(self.stepper, self.steps)(u0)
+
+
+@eqx.filter_jit
+def _solve_batch(solve: _Solve, u0: Array) -> Array:
+    return jax.vmap(solve)(u0)
 
 
 def burgers_steps(u0: Float[Array, " batch 1 n"], time: float, courant: float = 2.0) -> int:
@@ -111,6 +89,7 @@ def burgers(
     alpha: float = 2.0,
     tau: float = 5.0,
     sigma: float = 25.0,
+    order: int = 3,
     cache: str | os.PathLike | None = None,
 ) -> PDEData:
     """`num` solutions of the 1-D viscous Burgers equation $u_t + (u^2/2)_x = \\nu u_{xx}$ on
@@ -118,8 +97,9 @@ def burgers(
 
     Initial conditions are drawn from `gaussian_random_field` on the solver grid of `fine`
     points (defaults: $\\mathcal N(0, 625(-\\Delta + 25 I)^{-2})$, zero mean, as in Li et al.
-    2021), solved there by `solve_burgers` and subsampled to `n` points, so that the same key
-    gives the same functions at every output resolution dividing `fine`.
+    2021), solved there by exponax (`solve_burgers`, ETDRK of `order`) and subsampled to
+    `n` points, so that the same key gives the same functions at every output resolution
+    dividing `fine`.
 
     **Arguments:**
 
@@ -128,12 +108,15 @@ def burgers(
     - `viscosity`, `time`: $\\nu$ and $T$.
     - `fine`: the solver grid, a multiple of `n`.
     - `steps`: time steps; by default `burgers_steps` of the initial conditions.
+    - `order`: of the ETDRK method (1 to 4).
     - `alpha`, `tau`, `sigma`: the random field of the initial conditions.
     - `cache`: a path to an `.npz` file: loaded when it holds data made with the same
       arguments, else written after computing.
     """
     num = check_num(num)
     check_resolution(n, fine, 1)
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"order must be 1, 2, 3 or 4, got {order}.")
     meta = {
         "generator": "burgers",
         "key": key_meta(key),
@@ -144,6 +127,7 @@ def burgers(
         "time": float(time),
         "steps": steps,
         "field": [float(alpha), float(tau), float(sigma)],
+        "solver": f"exponax {exponax.__version__} ETDRK{int(order)}",
     }
 
     def compute() -> PDEData:
@@ -152,10 +136,7 @@ def burgers(
             jr.split(key, num)
         )
         count = burgers_steps(u0, time) if steps is None else steps
-        solve = jax.jit(
-            jax.vmap(lambda u: solve_burgers(u, viscosity=viscosity, time=time, steps=count))
-        )
-        u_t = solve(u0)
+        u_t = _solve_batch(_Solve(_stepper(fine, viscosity, time / count, order), count), u0)
         stride = fine // n
         return PDEData(u0[..., ::stride], u_t[..., ::stride])
 

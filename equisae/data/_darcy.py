@@ -123,7 +123,10 @@ def darcy(
     The coefficient is piecewise constant, $a = $ `values[1]` where a Gaussian random field
     $\\mathcal N(0, (-\\Delta + \\tau^2 I)^{-\\alpha})$ is positive and `values[0]` elsewhere
     (as in Li et al. 2021, here on a periodic field), drawn on the solver grid of `fine` points
-    per axis, solved there by `solve_darcy` and subsampled to `n` points per axis.
+    per axis, solved there by `solve_darcy` and subsampled to `n` points per axis. The solver
+    is equisae's own: exponax, which makes the other PDE data, solves evolution equations with
+    constant-coefficient linear parts on periodic domains, not an elliptic problem with a
+    variable coefficient and a zero boundary.
 
     **Arguments:** `key` (same key, same data); `num`, `n`; `fine`, a multiple of `n`;
     `values`, the two values of $a$ (positive); `alpha`, `tau`; `forcing` $f$; `rtol` of the
