@@ -15,3 +15,9 @@ from ._splice import (
     relative_l2_error as relative_l2_error,
     splice_error as splice_error,
 )
+from ._torch import (
+    capture_torch as capture_torch,
+    splice_error_torch as splice_error_torch,
+    splice_torch as splice_torch,
+    torch_module as torch_module,
+)
