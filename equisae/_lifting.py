@@ -112,13 +112,16 @@ class Frozen(AbstractOperator):
 
     @property
     def in_channels(self) -> int:
+        """The channels of the wrapped layer's input."""
         return self.layer.in_channels
 
     @property
     def out_channels(self) -> int:
+        """The channels of the wrapped layer's output."""
         return self.layer.out_channels
 
     def __call__(self, x: Float[Array, " in *spatial"]) -> Float[Array, " out *spatial"]:
+        """The wrapped layer applied to `x`, with its arrays held constant."""
         params, static = eqx.partition(self.layer, eqx.is_inexact_array)
         return eqx.combine(jax.lax.stop_gradient(params), static)(x)
 
