@@ -20,7 +20,7 @@ The SAE-FNO's kernels are Fourier coefficients, the same operator on every grid.
 run as a user would run it: the same filter taps on the new grid (narrower functions on a finer
 grid, wrapped around on a coarser one).
 
-    python examples/resolution.py            # 1-D and 2-D, a few minutes on 2 CPU cores
+    python examples/resolution.py            # 1-D and 2-D, about 10 minutes on 2 CPU cores
     python examples/resolution.py --quick    # a smaller version (CI)
 """
 
