@@ -65,21 +65,10 @@ def predict(fno, inputs):
     return jax.vmap(fno)(inputs)
 
 
-@eqx.filter_jit
 def fields_of(fno, inputs, block: int):
-    return jax.vmap(lambda x: fno.hidden(x)[block])(inputs)
-
-
-class Reconstruct(eqx.Module):
-    """The field the SAE gives back: mean + scale * D z, z the codes of (v - mean) / scale."""
-
-    sae: eqs.SAE
-    mean: jax.Array
-    scale: jax.Array
-    grid: eqs.Grid
-
-    def __call__(self, v):
-        return self.mean + self.scale * self.sae((v - self.mean) / self.scale, self.grid)[0]
+    """The hidden field of one block, captured by its path (the same call works for any
+    Equinox model, e.g. a pdequinox ClassicFNO with `lambda m: m.blocks[1]`)."""
+    return eqs.operators.capture(fno, fno.where(block), inputs)
 
 
 class MeanField(eqx.Module):
@@ -116,7 +105,7 @@ def sae_numbers(fno, block, sae, mean, scale, grid, inputs, targets, fno_error, 
     fields = fields_of(fno, inputs, block)
     centred = (fields - mean) / scale
     reconstruction, codes = encode(sae, centred, grid)
-    replace = Reconstruct(sae, mean, scale, grid)
+    replace = eqs.operators.Reconstruction(sae, mean, scale)
     to_output = eqs.operators.splice_error(fno, block, inputs, replace)
     to_truth = eqs.operators.splice_error(fno, block, inputs, replace, targets=targets)
     l0 = float(eqs.metrics.l0(codes))
