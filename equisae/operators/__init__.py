@@ -2,6 +2,7 @@
 of a submodule, an Equinox Fourier neural operator, the splice metric, and PyTorch models
 through the optional `torch` extra."""
 
+from ._atlas import atlas as atlas
 from ._capture import (
     Record as Record,
     Spliced as Spliced,
