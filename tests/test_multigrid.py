@@ -37,7 +37,8 @@ def problem(seed: int, ndim: int, train: int):
 
 
 @eqx.filter_jit
-def _multigrid(sae, signals, grid, max_steps):
+def multigrid(sae, signals, grid, max_steps=20_000):
+    """`multigrid_infer` to 1e-5 on a batch (shared with test_resolution: compiled once)."""
     return jax.vmap(lambda x: eqs.multigrid_infer(sae, x, grid, max_steps=max_steps))(signals)
 
 
@@ -85,9 +86,9 @@ def test_resampling_codes_refuses_grids_of_another_dimension():
 def test_a_fixed_point_started_at_its_solution_stops_at_once():
     model, sae = problem(0, 1, 32)
     grid = eqs.Grid(32)
-    signals = model.sample(jr.key(1), 4, grid).signals
+    signals = model.sample(jr.key(1), 8, grid).signals
     encoder = eqs.FixedPoint.from_encoder(sae.encoder, tol=1e-5)
-    zeros = jnp.zeros((4,) + sae.dictionary.code_shape(grid))
+    zeros = jnp.zeros((8,) + sae.dictionary.code_shape(grid))
     codes, cold = _infer(encoder, sae.dictionary, signals, grid, zeros)
     again, warm = _infer(encoder, sae.dictionary, signals, grid, codes)
     assert int(jnp.min(cold.steps)) > 10
@@ -203,7 +204,7 @@ def test_multigrid_reports_levels_that_did_not_converge():
     model, sae = problem(0, 1, 32)
     grid = eqs.Grid(64)
     signals = model.sample(jr.key(1), 2, grid).signals
-    _, _, diagnostics = _multigrid(sae, signals, grid, 3)
+    _, _, diagnostics = multigrid(sae, signals, grid, 3)
     assert diagnostics.shapes == ((32,), (64,))
     assert diagnostics.steps.shape == (2, 2)
     assert not bool(jnp.any(diagnostics.converged[:, 0]))
@@ -223,6 +224,6 @@ def test_warm_started_iterations_on_a_16x_finer_grid_stay_within_2x_of_the_train
     coarse_signals = model.sample(key, 8, train).signals
     zeros = jnp.zeros((8,) + sae.dictionary.code_shape(train))
     _, cold = _infer(encoder, sae.dictionary, coarse_signals, train, zeros)
-    _, _, diagnostics = _multigrid(sae, model.sample(key, 8, fine).signals, fine, 20_000)
+    _, _, diagnostics = multigrid(sae, model.sample(key, 8, fine).signals, fine)
     assert bool(jnp.all(diagnostics.converged))
     assert float(jnp.mean(diagnostics.steps[:, -1])) <= 2 * float(jnp.mean(cold.steps))

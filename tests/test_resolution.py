@@ -9,7 +9,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from helpers import dictionary as build, relative_error
-from test_multigrid import problem
+from test_multigrid import multigrid, problem
 
 import equisae as eqs
 
@@ -199,11 +199,6 @@ def test_a_trained_sae_fno_works_on_finer_grids(trained_sae_fno, smooth_problem,
     assert recovered.fraction >= 0.9
 
 
-@eqx.filter_jit
-def _multigrid(sae, signals, grid):
-    return jax.vmap(lambda x: eqs.multigrid_infer(sae, x, grid, tol=1e-5))(signals)
-
-
 CODE_CASES = [(1, 32, 2), (1, 32, 4), (1, 32, 16), (2, 8, 2), (2, 8, 4)]
 
 
@@ -224,8 +219,8 @@ def test_codes_inferred_on_finer_grids_restrict_to_the_training_grid_codes(
     coarse, fine = eqs.Grid((train,) * ndim), eqs.Grid((train * factor,) * ndim)
     key = jr.key(seed + 100)
     on_coarse, on_fine = model.sample(key, 8, coarse), model.sample(key, 8, fine)
-    _, coarse_codes, coarse_info = _multigrid(sae, on_coarse.signals, coarse)
-    _, fine_codes, fine_info = _multigrid(sae, on_fine.signals, fine)
+    _, coarse_codes, coarse_info = multigrid(sae, on_coarse.signals, coarse)
+    _, fine_codes, fine_info = multigrid(sae, on_fine.signals, fine)
     assert bool(jnp.all(coarse_info.converged)) and bool(jnp.all(fine_info.converged))
     back = jax.vmap(lambda z: eqs.resample_codes(z, fine, coarse))(fine_codes)
     assert relative_error(back, coarse_codes) <= 0.01
