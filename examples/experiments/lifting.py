@@ -5,10 +5,12 @@ recovery. Two forms are compared with the unlifted model:
 
 - untied (`eqs.Lifted`): encode P x in a lifted space with a dictionary D_l, decode through a
   projection Q; P, D_l and Q are learned freely;
-- tied (`eqs.Tied`): the concepts D stay in data space, decoding is D z, and a fixed lift A
-  enters only the metric of inference (on A x with A D). A is set from the training data by
-  `eqs.whitening`: the inverse square root of the data's second moment (for functions, per
-  Fourier mode), scaled to keep the data's energy.
+- tied (`eqs.Tied`): the concepts D stay in data space, decoding is D z, and a lift A enters
+  only the metric of inference (on A x with A D). Three ways to choose A: set from the
+  training data by `eqs.whitening` (the inverse square root of the data's second moment, for
+  functions per Fourier mode, scaled to keep the data's energy) and kept fixed; random and
+  fixed (a Gaussian matrix, or random Fourier multipliers); learned with the dictionary from
+  the identity.
 
 An SAE and its lifted forms (and an SAE-FNO and its lifted forms) are trained on the same
 data, from the same kind of random start, with the same encoder (unrolled FISTA), penalty,
@@ -54,11 +56,12 @@ SETTINGS = {
 M, P, S = 32, 64, 3  # vector problem: dimension, atoms, active atoms per sample
 N, CONCEPTS, BANDWIDTH = 64, 4, 8  # function problem: grid, concepts, their band
 # the models compared: the unlifted one (0), untied lifts to width h (for vectors h = 2m = p
-# makes the lifted dictionary square), and the tied lift set by whitening the data
+# makes the lifted dictionary square), and tied lifts chosen three ways
+TIED = ("whitened", "random", "learned")
 VARIANTS = {
-    "vectors": [0, M, 2 * M, "tied"],
-    "coherent vectors": [0, M, 2 * M, "tied"],
-    "functions": [0, 2, CONCEPTS, "tied"],
+    "vectors": [0, M, 2 * M, *TIED],
+    "coherent vectors": [0, M, 2 * M, *TIED],
+    "functions": [0, 2, CONCEPTS, *TIED],
 }
 
 
@@ -91,20 +94,33 @@ def ground_truth(setting: str, key, examples: int):
 
 def name_of(setting: str, variant) -> str:
     base = "SAE-FNO" if setting == "functions" else "SAE"
-    if variant == "tied":
-        return base + ", tied, whitened"
+    if variant in TIED:
+        return base + f", tied, {variant}"
     return base + (f", lifted h={variant}" if variant else "")
 
 
-def whitened(setting: str, grid: eqs.Grid, train) -> eqs.Frozen:
-    """The tied lift of one seed, from its training data."""
-    return eqs.whitening(train, grid, modes=BANDWIDTH + 1 if setting == "functions" else None)
+def tied_lift(setting: str, how: str, grid: eqs.Grid, train, key):
+    """The tied lift A of one seed: whitening its training data (fixed), random (fixed), or
+    the identity (learned). For functions A acts per Fourier mode (a pointwise lift of one
+    channel is a scalar and cannot precondition)."""
+    modes = BANDWIDTH + 1 if setting == "functions" else None
+    if how == "whitened":
+        return eqs.whitening(train, grid, modes=modes)
+    if modes is None:
+        lift = eqs.Pointwise(M, M, key=key)
+        weight = jr.normal(key, (M, M)) / np.sqrt(M) if how == "random" else jnp.eye(M)
+    else:
+        lift = eqs.SpectralConv(1, 1, modes, key=key)
+        identity = jnp.zeros_like(lift.weight).at[0].set(1.0)
+        weight = lift.weight if how == "random" else identity
+    lift = eqx.tree_at(lambda layer: layer.weight, lift, weight)
+    return eqs.Frozen(lift) if how == "random" else lift
 
 
 @eqx.filter_jit
 def build(setting: str, variant, grid: eqs.Grid, key, lift=None) -> eqs.SAE:
     """An SAE (SAE-FNO for functions): unlifted (`variant` 0), lifted to `variant` channels
-    (untied), or tied with the fixed `lift` (`variant` "tied")."""
+    (untied), or tied with `lift` (`variant` one of `TIED`)."""
     k1, k2, k3 = jr.split(key, 3)
     config = SETTINGS[setting]
     channels = 1 if setting == "functions" else M
@@ -113,7 +129,7 @@ def build(setting: str, variant, grid: eqs.Grid, key, lift=None) -> eqs.SAE:
         inner = eqs.Spectral(grid, h or channels, CONCEPTS, BANDWIDTH + 1, key=k1)
     else:
         inner = eqs.Dense(grid, h or channels, P, key=k1)
-    if variant == "tied":
+    if variant in TIED:
         dictionary = eqs.Tied(inner, lift)
     elif h:
         lifting, projection = eqs.Pointwise(channels, h, key=k2), eqs.Pointwise(h, channels, key=k3)
@@ -186,8 +202,12 @@ def run(
     }
     for variant in variants:
         name = name_of(setting, variant)
-        tied = variant == "tied"
-        lifts = [whitened(setting, grid, train[s]) if tied else None for s in range(seeds)]
+        lifts = [
+            tied_lift(setting, variant, grid, train[s], jr.fold_in(jr.fold_in(key, 3000), s))
+            if variant in TIED
+            else None
+            for s in range(seeds)
+        ]
         models = eqs.stack(
             [
                 build(setting, variant, grid, jr.fold_in(jr.fold_in(key, 1000), s), lifts[s])
@@ -334,7 +354,7 @@ def main(argv=None) -> dict:
             steps, every, examples = (100, 50, 1000) if vector else (100, 50, 500)
         else:
             steps, every, examples = (1500, 50, 8000) if vector else (1000, 50, 2000)
-        variants = VARIANTS[setting][::2] + ["tied"] if args.quick else VARIANTS[setting]
+        variants = [0, 2 * M, *TIED] if args.quick else VARIANTS[setting]
         results[setting] = run(setting, variants, seeds, steps, every, examples, jr.fold_in(key, i))
     rows = rows_of(results)
     print(common.table(rows, COLUMNS))
