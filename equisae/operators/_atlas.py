@@ -171,7 +171,11 @@ def atlas(
             for ax in (row[0], row[2], row[3]):
                 ax.set_xticks([])
                 ax.set_yticks([])
-        row[1].semilogy(freq, np.maximum(amplitude, 1e-12), "o-", ms=3, color="C0")
+        content = np.nonzero(amplitude > 1e-5 * max(float(np.max(amplitude)), 1e-30))[0]
+        shown_to = int(content[-1]) + 2 if len(content) else len(freq)
+        row[1].semilogy(
+            freq[:shown_to], np.maximum(amplitude[:shown_to], 1e-12), "o-", ms=3, color="C0"
+        )
         row[1].set_xlabel("|f|", fontsize=8)
         row[0].set_title(f"concept {k} (use {usage[k]:.3g}): kernel", fontsize=9)
         row[1].set_title("spectrum", fontsize=9)
