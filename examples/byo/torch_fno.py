@@ -22,7 +22,7 @@ mean = fields.mean(axis=0)
 
 grid = eqs.Grid(32)
 sae = eqs.SAE(
-    eqs.Unrolled(eqs.SoftThreshold(0.05), 10), eqs.Spectral(grid, 8, 16, 8, key=jr.key(2))
+    eqs.Unrolled(eqs.SoftThreshold(0.05), 5), eqs.Spectral(grid, 8, 16, 8, key=jr.key(2))
 )
 sae = sae.with_scale_of(fields - mean, grid)
 sae, _ = eqs.fit(
