@@ -11,9 +11,7 @@ fields = eqs.operators.capture(fno, fno.where(1), data.inputs)  # the field of b
 mean = fields.mean(axis=0)
 
 grid = eqs.Grid(32)
-sae = eqs.SAE(
-    eqs.Unrolled(eqs.SoftThreshold(0.05), 5), eqs.Spectral(grid, 8, 16, 8, key=jr.key(2))
-)
+sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(0.05), 5), eqs.Spectral(grid, 8, 16, 8, key=jr.key(2)))
 sae = sae.with_scale_of(fields - mean, grid)
 sae, _ = eqs.fit(
     sae, fields - mean, optimizer=optax.adam(1e-2), steps=30, batch_size=16, key=jr.key(3)
