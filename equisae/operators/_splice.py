@@ -43,7 +43,7 @@ class Reconstruction(eqx.Module):
     """
 
     sae: SAE
-    mean: Float[Array, " c *spatial"] | float
+    mean: Float[Array, "..."] | float
     scale: Float[Array, " "] | float
 
     def __init__(
@@ -79,7 +79,7 @@ class Reconstruction(eqx.Module):
             )
         grid = Grid(tuple(v.shape[1:]))
         mean = self.mean
-        if not isinstance(mean, (int, float)) and mean.shape != v.shape:
+        if not isinstance(mean, (int, float)) and mean.ndim and mean.shape != v.shape:
             if mean.ndim != v.ndim or mean.shape[0] != v.shape[0]:
                 raise ValueError(
                     f"Reconstruction mean has shape {mean.shape}, the field {tuple(v.shape)}."
