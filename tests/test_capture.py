@@ -175,3 +175,18 @@ def test_an_sae_splices_into_any_host_and_a_mismatched_field_is_refused():
         )
     with pytest.raises(ValueError, match="scale must be positive"):
         eqs.operators.Reconstruction(_sae(8, 16), scale=0.0)
+
+
+def test_a_submodule_inside_a_scan_of_the_model_is_refused_clearly():
+    class Scanned(eqx.Module):
+        inner: eqx.nn.Linear
+
+        def __call__(self, x):
+            def body(carry, _):
+                return self.inner(carry), None
+
+            return jax.lax.scan(body, x, None, length=3)[0]
+
+    model = Scanned(eqx.nn.Linear(4, 4, key=jr.key(0)))
+    with pytest.raises(ValueError, match="inside a JAX transformation"):
+        eqs.operators.capture(model, lambda m: m.inner, jnp.ones((2, 4)))
