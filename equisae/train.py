@@ -147,10 +147,12 @@ def _run_chunk(
     `(loss, aux, finite)` of every step stacked along a leading axis (rows past `count` are
     zeros).
 
-    `count` is an array, so every count up to `len(xs)` runs the same compiled program; the rows
-    past it are skipped by a `lax.cond`. The first step with a non-finite loss or parameter is
-    not applied and no later step runs: the program returns the last good model. The settings
-    (`loss`, `optimizer`, ...) are static, so `fit` calls with the same ones share the program.
+    With `count=None` the chunk runs every row of `xs`: the plain scan, the hot path of long
+    runs. With an array `count` every count up to `len(xs)` runs one compiled program: the rows
+    past it are skipped by a `lax.cond`, and so is every step after one whose loss or
+    parameters are not finite (the caller replays the chunk up to that step to get the last
+    good model). The settings (`loss`, `optimizer`, ...) are static, so `fit` calls with the
+    same ones share the programs.
     """
     step = _per_member(
         functools.partial(_one_step, loss, optimizer, normalise), sweep, (0, 0, None, None)
@@ -160,16 +162,18 @@ def _run_chunk(
     def apply(dynamic, batch):
         model, opt_state = eqx.combine(dynamic, static)
         new_model, new_opt_state, value, aux, finite = step(model, opt_state, batch, grid)
-        new = eqx.filter((new_model, new_opt_state), eqx.is_array)
-        ok = jnp.all(finite)
-        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, dynamic)
-        return kept, (value, aux, finite)
+        return eqx.filter((new_model, new_opt_state), eqx.is_array), (value, aux, finite)
 
-    def body(carry, x):
-        dynamic, index, alive = carry
+    def batch_of(x):
         batch = gather(x)
-        if batch_sharding is not None:
-            batch = _shard_in_program(batch, batch_sharding)
+        return batch if batch_sharding is None else _shard_in_program(batch, batch_sharding)
+
+    def every_step(dynamic, x):
+        return apply(dynamic, batch_of(x))
+
+    def some_steps(carry, x):
+        dynamic, index, alive = carry
+        batch = batch_of(x)
         shapes = jax.eval_shape(apply, dynamic, batch)[1]
 
         def skip(dynamic, batch):
@@ -180,8 +184,11 @@ def _run_chunk(
         alive = alive & ~(active & ~jnp.all(outputs[2]))
         return (dynamic, index + 1, alive), outputs
 
-    carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
-    (dynamic, _, _), outputs = jax.lax.scan(body, carry, xs)
+    if count is None:
+        dynamic, outputs = jax.lax.scan(every_step, dynamic, xs)
+    else:
+        carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+        (dynamic, _, _), outputs = jax.lax.scan(some_steps, carry, xs)
     model, opt_state = eqx.combine(dynamic, static)
     return model, opt_state, outputs
 
@@ -346,15 +353,10 @@ class _Prepared:
         return self.chunk
 
 
-def _raise_if_not_finite(outputs, count, step, model, opt_state, sweep) -> None:
-    """Raise `NonFiniteLossError` at the first of a chunk's steps whose loss or parameters are
-    not finite; `model` and `opt_state` are the chunk's, which stopped before that step."""
+def _first_not_finite(outputs, count: int) -> int | None:
+    """The first of a chunk's steps whose loss or parameters are not finite, if any."""
     finite = np.asarray(outputs[2][:count]).reshape(count, -1)
-    if finite.all():
-        return
-    row = int(np.argmax(~finite.all(axis=1)))
-    members = np.flatnonzero(~finite[row]).tolist() if sweep else None
-    raise NonFiniteLossError(step + row, outputs[0][row], model, opt_state, members)
+    return None if finite.all() else int(np.argmax(~finite.all(axis=1)))
 
 
 def _chunk_placement(mesh, batch_axis: str, on_device: bool) -> Callable:
@@ -507,16 +509,27 @@ def fit(
             # the next chunk's order is drawn before this chunk is queued, and its batches are
             # read on the host while this chunk runs
             plan = source.plan(end, schedule.count(end), length) if end < steps else None
+            xs = place(current.xs)
+            # a full chunk is a plain scan; a shorter one skips the rows past its count
+            count = None if current.count == length else jnp.asarray(current.count)
             new_model, new_opt_state, outputs = _run_chunk(
-                *settings, model, opt_state, gather, place(current.xs), jnp.asarray(current.count),
-                source.grid,
-            )  # fmt: skip
+                *settings, model, opt_state, gather, xs, count, source.grid
+            )
             if plan is not None:
                 upcoming = _Prepared(source, plan)
             outputs = jax.device_get(outputs)
             now = time.perf_counter()
             schedule.timed(now - last, current.count)
-            _raise_if_not_finite(outputs, current.count, step, new_model, new_opt_state, sweep)
+            bad = _first_not_finite(outputs, current.count)
+            if bad is not None:  # replay the chunk up to that step: the last good model
+                good_model, good_opt_state, _ = _run_chunk(
+                    *settings, model, opt_state, gather, xs, jnp.asarray(bad), source.grid
+                )
+                finite = np.asarray(outputs[2][bad]).reshape(-1)
+                members = np.flatnonzero(~finite).tolist() if sweep else None
+                raise NonFiniteLossError(
+                    step + bad, outputs[0][bad], good_model, good_opt_state, members
+                )
             model, opt_state = new_model, new_opt_state
             size = current.size * global_batch
             columns, fired = _records(outputs, current.count, size, last - start, now - start,
