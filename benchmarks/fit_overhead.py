@@ -30,8 +30,8 @@ from _common import append
 
 import equisae as eqs
 
-# one optimiser and loss for every loop: `fit` calls with the same settings share their compiled
-# program, so the measured steps exclude compiles
+# one optimiser and loss for every loop; `fit` compiles in every call, which the difference
+# t(2N) - t(N) cancels
 OPTIMIZER = optax.adam(1e-3)
 LOSS = eqs.SAELoss()
 

@@ -118,7 +118,6 @@ def _per_member(fn: Callable, sweep: bool, in_axes) -> Callable:
     return eqx.filter_vmap(fn, in_axes=in_axes) if sweep else fn
 
 
-@eqx.filter_jit
 def _init(optimizer, sweep: bool, model):
     def init(model):
         return optimizer.init(eqx.filter(model, eqx.is_inexact_array))
@@ -126,19 +125,16 @@ def _init(optimizer, sweep: bool, model):
     return _per_member(init, sweep, (0,))(model)
 
 
-@eqx.filter_jit
 def _normalise_members(sweep: bool, model, grid):
     return _per_member(_normalised, sweep, (0, None))(model, grid)
 
 
-@eqx.filter_jit
 def _resample(sweep: bool, model, opt_state, batch, grid, dead, key):
     return _per_member(resample_dead, sweep, (0, 0, None, None, 0, None))(
         model, opt_state, batch, grid, dead, key
     )
 
 
-@eqx.filter_jit
 def _run_chunk(
     loss, optimizer, normalise, sweep, batch_sharding, model, opt_state, gather, xs, count, grid
 ):
@@ -150,8 +146,10 @@ def _run_chunk(
     `count` is an array, so every count up to `len(xs)` runs the same compiled program (as fast
     as a `lax.scan` of the same steps; a `lax.cond` per step in a scan cost 7 to 17% on the CPU).
     The loop stops after the first step whose loss or parameters are not finite; the caller
-    replays the chunk up to that step to get the last good model. The settings (`loss`,
-    `optimizer`, ...) are static, so `fit` calls with the same ones share the program.
+    replays the chunk up to that step to get the last good model. `fit` jits it once per
+    call, with the settings (`loss`, `optimizer`, ...) bound, so that its compiled programs are
+    freed when `fit` returns (module-level caches keyed by the settings kept every program of a
+    long test session alive).
     """
     step = _per_member(
         functools.partial(_one_step, loss, optimizer, normalise), sweep, (0, 0, None, None)
@@ -463,8 +461,12 @@ def fit(
     source = Batches(data, batch_size, data_key, grid)
     batch_sharding = _batch_sharding(mesh, batch_axis, source.batch_size)
 
-    settings = (loss, optimizer, normalise, sweep, batch_sharding)
-    init_fn = functools.partial(_init, optimizer, sweep)
+    # jitted per call: the compiled programs go with this call, not into a global cache
+    run_chunk = eqx.filter_jit(
+        functools.partial(_run_chunk, loss, optimizer, normalise, sweep, batch_sharding)
+    )
+    init_fn = eqx.filter_jit(functools.partial(_init, optimizer, sweep))
+    resample_fn = eqx.filter_jit(functools.partial(_resample, sweep))
 
     if resume_from is not None:
         model, opt_state, training = read_training(resume_from, model, init_fn(model))
@@ -477,7 +479,7 @@ def fit(
     else:
         start_step, history = 0, _History()
         if normalise and source.grid is not None:
-            model = _normalise_members(sweep, model, source.grid)
+            model = eqx.filter_jit(_normalise_members)(sweep, model, source.grid)
         opt_state = init_fn(model)
     gather = source.gather
     if mesh is not None:
@@ -504,8 +506,8 @@ def fit(
             # read on the host while this chunk runs
             plan = source.plan(end, schedule.count(end), length) if end < steps else None
             xs = place(current.xs)
-            new_model, new_opt_state, outputs = _run_chunk(
-                *settings, model, opt_state, gather, xs, jnp.asarray(current.count), source.grid
+            new_model, new_opt_state, outputs = run_chunk(
+                model, opt_state, gather, xs, jnp.asarray(current.count), source.grid
             )
             if plan is not None:
                 upcoming = _Prepared(source, plan)
@@ -514,8 +516,8 @@ def fit(
             schedule.timed(now - last, current.count)
             bad = _first_not_finite(outputs, current.count)
             if bad is not None:  # replay the chunk up to that step: the last good model
-                good_model, good_opt_state, _ = _run_chunk(
-                    *settings, model, opt_state, gather, xs, jnp.asarray(bad), source.grid
+                good_model, good_opt_state, _ = run_chunk(
+                    model, opt_state, gather, xs, jnp.asarray(bad), source.grid
                 )
                 finite = np.asarray(outputs[2][bad]).reshape(-1)
                 members = np.flatnonzero(~finite).tolist() if sweep else None
@@ -534,8 +536,8 @@ def fit(
                     batch = source.last_batch(current)
                     if batch_sharding is not None:
                         batch = _place(batch, batch_sharding)
-                    model, opt_state = _resample(
-                        sweep, model, opt_state, batch, source.grid, jnp.asarray(dead),
+                    model, opt_state = resample_fn(
+                        model, opt_state, batch, source.grid, jnp.asarray(dead),
                         jr.fold_in(resample_key, end - 1),
                     )  # fmt: skip
             bar.set_postfix(loss=f"{float(np.mean(columns['loss'][-1])):.4g}")
