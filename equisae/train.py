@@ -139,59 +139,67 @@ def _run_chunk(
     loss, optimizer, normalise, sweep, batch_sharding, model, opt_state, gather, xs, count, grid
 ):
     """One chunk of steps: the steps on the batches `gather(xs[0]), ..., gather(xs[count - 1])`
-    in one `lax.while_loop`. Returns `(model, opt_state, outputs)`, the outputs
-    `(loss, aux, finite)` of every step stacked along a leading axis of length `len(xs)` (rows
-    past the steps that ran are zeros).
+    in one `lax.scan` over `xs`. Returns `(model, opt_state, outputs)`, the outputs
+    `(loss, aux, finite)` of every step stacked along a leading axis (rows past `count` are
+    zeros).
 
-    `count` is an array, so every count up to `len(xs)` runs the same compiled program (as fast
-    as a `lax.scan` of the same steps; a `lax.cond` per step in a scan cost 7 to 17% on the CPU).
-    The loop stops after the first step whose loss or parameters are not finite; the caller
-    replays the chunk up to that step to get the last good model. `fit` jits it once per
-    call, with the settings (`loss`, `optimizer`, ...) bound, so that its compiled programs are
-    freed when `fit` returns (module-level caches keyed by the settings kept every program of a
-    long test session alive).
+    With `count=None` the chunk runs every row of `xs`: the plain scan, the hot path of long
+    runs. With an array `count` every count up to `len(xs)` runs one compiled program: the rows
+    past it are skipped by a `lax.cond`, and so is every step after one whose loss or
+    parameters are not finite (the caller replays the chunk up to that step to get the last
+    good model). `fit` jits it once per call with the settings bound, so that its programs are
+    freed when `fit` returns (a global cache kept every program of a test session alive).
+    A `lax.while_loop` over an array count would serve every count at the speed of the plain
+    scan, but its dynamic updates of the output rows fail under explicit mesh sharding.
     """
     step = _per_member(
         functools.partial(_one_step, loss, optimizer, normalise), sweep, (0, 0, None, None)
     )
     dynamic, static = eqx.partition((model, opt_state), eqx.is_array)
 
-    def apply(dynamic, index):
-        batch = gather(xs[index])
-        if batch_sharding is not None:
-            batch = _shard_in_program(batch, batch_sharding)
+    def apply(dynamic, batch):
         model, opt_state = eqx.combine(dynamic, static)
         new_model, new_opt_state, value, aux, finite = step(model, opt_state, batch, grid)
         return eqx.filter((new_model, new_opt_state), eqx.is_array), (value, aux, finite)
 
-    shapes = jax.eval_shape(apply, dynamic, 0)[1]
-    rows = jax.tree.map(lambda s: jnp.zeros((len(xs), *s.shape), s.dtype), shapes)
+    def batch_of(x):
+        batch = gather(x)
+        return batch if batch_sharding is None else _shard_in_program(batch, batch_sharding)
 
-    def going(carry):
-        _, index, alive, _ = carry
-        return alive & (index < count)
+    def every_step(dynamic, x):
+        return apply(dynamic, batch_of(x))
 
-    def body(carry):
-        dynamic, index, _, rows = carry
-        dynamic, outputs = apply(dynamic, index)
-        rows = jax.tree.map(
-            lambda r, o: jax.lax.dynamic_update_index_in_dim(r, o, index, 0), rows, outputs
-        )
-        return dynamic, index + 1, jnp.all(outputs[2]), rows
+    def some_steps(carry, x):
+        dynamic, index, alive = carry
+        batch = batch_of(x)
+        shapes = jax.eval_shape(apply, dynamic, batch)[1]
 
-    carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool), rows)
-    dynamic, _, _, outputs = jax.lax.while_loop(going, body, carry)
+        def skip(dynamic, batch):
+            return dynamic, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        active = alive & (index < count)
+        dynamic, outputs = jax.lax.cond(active, apply, skip, dynamic, batch)
+        alive = alive & ~(active & ~jnp.all(outputs[2]))
+        return (dynamic, index + 1, alive), outputs
+
+    if count is None:
+        dynamic, outputs = jax.lax.scan(every_step, dynamic, xs)
+    else:
+        carry = (dynamic, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+        (dynamic, _, _), outputs = jax.lax.scan(some_steps, carry, xs)
     model, opt_state = eqx.combine(dynamic, static)
     return model, opt_state, outputs
 
 
-def _shard_in_program(batch: Array, sharding) -> Array:
-    """Put a batch gathered inside the program on `sharding`: `reshard` along an explicit mesh
-    axis (the default of `jax.make_mesh`), a sharding constraint along an automatic one."""
-    axis_types = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types))
-    if axis_types[sharding.spec[0]] == jax.sharding.AxisType.Explicit:
-        return jax.sharding.reshard(batch, sharding)
-    return jax.lax.with_sharding_constraint(batch, sharding)
+def _shard_in_program(x: Array, sharding, batch_sharding=None) -> Array:
+    """Put an array inside the program on `sharding`: `reshard` if the batch axis (of
+    `batch_sharding`, by default `sharding` itself) is explicit (the default of
+    `jax.make_mesh`), a sharding constraint if it is automatic."""
+    batch_sharding = sharding if batch_sharding is None else batch_sharding
+    axis_types = dict(zip(batch_sharding.mesh.axis_names, batch_sharding.mesh.axis_types))
+    if axis_types[batch_sharding.spec[0]] == jax.sharding.AxisType.Explicit:
+        return jax.sharding.reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
 
 
 class _Schedule:
@@ -506,8 +514,10 @@ def fit(
             # read on the host while this chunk runs
             plan = source.plan(end, schedule.count(end), length) if end < steps else None
             xs = place(current.xs)
+            # a full chunk is a plain scan; a shorter one skips the rows past its count
+            count = None if current.count == length else jnp.asarray(current.count)
             new_model, new_opt_state, outputs = run_chunk(
-                model, opt_state, gather, xs, jnp.asarray(current.count), source.grid
+                model, opt_state, gather, xs, count, source.grid
             )
             if plan is not None:
                 upcoming = _Prepared(source, plan)

@@ -217,12 +217,13 @@ class _CountingLoss(eqx.Module):
         return eqs.SAELoss()(model, batch, grid)
 
 
-def test_chunks_of_every_count_share_one_compiled_program(small):
+def test_chunks_of_every_count_share_the_compiled_programs(small):
+    """Full chunks run one program and shorter ones another, whatever their count."""
     sae, signals = small
-    whole, cut = _CountingLoss([]), _CountingLoss([])
-    _fit(sae, signals, steps=3, chunk=3, loss=whole)  # one chunk of 3 steps
-    _fit(sae, signals, steps=17, chunk=3, loss=cut)  # 3, 3, 3, 3, 3 and 2
-    assert len(cut.calls) == len(whole.calls)
+    short, longer = _CountingLoss([]), _CountingLoss([])
+    _fit(sae, signals, steps=10, chunk=3, loss=short)  # chunks of 3, 3, 3 and 1 steps
+    _fit(sae, signals, steps=17, chunk=3, loss=longer)  # 3, 3, 3, 3, 3 and 2
+    assert len(short.calls) == len(longer.calls) <= 3
 
 
 def test_a_sweep_runs_in_chunks_like_one_step_at_a_time(small):
