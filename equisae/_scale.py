@@ -4,6 +4,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._batches import check_array
 from ._grid import Grid
 
 _CHUNK = 4096  # examples read at a time: memory-mapped data need not fit in memory
@@ -48,14 +49,7 @@ def data_scale(
 def energies(data, grid: Grid | None = None) -> np.ndarray:
     """$\\|x_b\\|^2_{L^2(\\Omega)}$ of every example, in float64 on the host, a chunk of
     examples at a time; checks the data's dtype, shape and finiteness first."""
-    if not np.issubdtype(data.dtype, np.floating):
-        raise TypeError(f"data must hold floating-point numbers, got dtype {data.dtype}.")
-    if data.ndim < 2:
-        raise ValueError(f"data must have shape (examples, channels, *spatial), got {data.shape}.")
-    if data.shape[0] == 0:
-        raise ValueError("data is empty: it holds no examples.")
-    grid = Grid(data.shape[2:]) if grid is None else grid
-    grid.check(data[0], "an example of data")
+    grid = check_array(data, grid)
     out = np.empty(data.shape[0])
     for start in range(0, data.shape[0], _CHUNK):
         chunk = np.asarray(jax.device_get(data[start : start + _CHUNK]), np.float64)
