@@ -171,14 +171,13 @@ def _run_chunk(
 
     def some_steps(carry, x):
         dynamic, index, alive = carry
-        batch = batch_of(x)
-        shapes = jax.eval_shape(apply, dynamic, batch)[1]
+        shapes = jax.eval_shape(every_step, dynamic, x)[1]
 
-        def skip(dynamic, batch):
+        def skip(dynamic, x):
             return dynamic, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         active = alive & (index < count)
-        dynamic, outputs = jax.lax.cond(active, apply, skip, dynamic, batch)
+        dynamic, outputs = jax.lax.cond(active, every_step, skip, dynamic, x)
         alive = alive & ~(active & ~jnp.all(outputs[2]))
         return (dynamic, index + 1, alive), outputs
 
@@ -205,29 +204,31 @@ def _shard_in_program(x: Array, sharding, batch_sharding=None) -> Array:
 class _Schedule:
     """How many steps each chunk runs. A chunk ends at `steps` and at every multiple of
     `resample_every` and `checkpoint_every`, so resampling and checkpoints happen at exactly
-    the steps they would without chunks. With `chunk=None` a chunk runs about `TARGET_SECONDS`
-    of steps, measured on the chunks before it (the first runs one step, which pays the
-    compile)."""
+    the steps they would without chunks. Chunks of the steady `size` (`chunk`, or with
+    `chunk=None` about `TARGET_SECONDS` of steps, measured on the second chunk: the first pays
+    the compile) run a plain scan of that length; shorter ones run the masked program of
+    `length` steps."""
 
     TARGET_SECONDS = 1.0  # each program call pays fresh buffers (page faults): ~20 ms at n=1024
 
     def __init__(self, chunk: int | None, length: int, steps: int, *every: int | None):
-        self.chunk, self.length, self.steps = chunk, length, steps
+        self.size = None if chunk is None else min(chunk, length)
+        self.length, self.steps = length, steps
         self.every = [e for e in every if e is not None]
-        self.seconds_per_step = None
+        self.timings = 0
 
     def count(self, step: int) -> int:
         end = min([self.steps] + [(step // e + 1) * e for e in self.every])
-        if self.chunk is not None:
-            wanted = self.chunk
-        elif self.seconds_per_step is None:
-            wanted = 1
-        else:
-            wanted = int(self.TARGET_SECONDS / max(self.seconds_per_step, 1e-9))
-        return int(np.clip(wanted, 1, min(self.length, end - step)))
+        return int(np.clip(self.size or 1, 1, min(self.length, end - step)))
+
+    def length_of(self, count: int) -> int:
+        """The program length for a chunk of `count` steps: its own if it is a steady one."""
+        return count if count == self.size else self.length
 
     def timed(self, seconds: float, count: int) -> None:
-        self.seconds_per_step = seconds / count
+        self.timings += 1
+        if self.size is None and self.timings == 2:
+            self.size = int(np.clip(self.TARGET_SECONDS * count / seconds, 1, self.length))
 
 
 class _History:
@@ -506,16 +507,20 @@ def fit(
         total=steps, initial=start_step, disable=not progress, desc="fit", unit="step"
     ) as bar:
         step = start_step
-        upcoming = _Prepared(source, source.plan(step, schedule.count(step), length))
+        first = schedule.count(step)
+        upcoming = _Prepared(source, source.plan(step, first, schedule.length_of(first)))
         while step < steps:
             current = upcoming.result()
             end = step + current.count
             # the next chunk's order is drawn before this chunk is queued, and its batches are
             # read on the host while this chunk runs
-            plan = source.plan(end, schedule.count(end), length) if end < steps else None
+            plan = None
+            if end < steps:
+                following = schedule.count(end)
+                plan = source.plan(end, following, schedule.length_of(following))
             xs = place(current.xs)
             # a full chunk is a plain scan; a shorter one skips the rows past its count
-            count = None if current.count == length else jnp.asarray(current.count)
+            count = None if current.count == len(current.xs) else jnp.asarray(current.count)
             new_model, new_opt_state, outputs = run_chunk(
                 model, opt_state, gather, xs, count, source.grid
             )

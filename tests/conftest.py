@@ -68,3 +68,15 @@ def vector_problem():
     """The standard vector problem: m=50, p=100, s=5, amplitudes U[1,2] with random sign."""
     model = eqs.data.VectorModel(jr.key(0), dim=50, concepts=100, sparsity=5)
     return model, model.sample(jr.key(1), 8000)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each program compiled for the CPU keeps its own memory mappings until it is freed, and the
+    whole suite compiles thousands of them: without this, one process passes the kernel's limit
+    of 65 530 mappings (`vm.max_map_count`) near the end of the run and XLA aborts in a compile.
+    """
+    yield
+    jax.clear_caches()
