@@ -1,14 +1,23 @@
-"""Model recovery on synthetic function data with the four model families.
+"""Model recovery: each model family on the problem it is built for, and where it fails.
 
-Data: x(s) = sum_j a_j kappa_{k_j}(s - t_j) on the periodic interval, sampled at n = 128 points:
-six smooth band-limited concepts (Fourier modes up to 24), one spike per sample at a grid
-position, signed amplitude in [1, 2]. Each family is trained from a random start and compared
-with the true concepts after the best one-to-one matching (sign- and shift-invariant; shifts
-are searched on a grid 8 times finer, since an atom may match a concept moved by part of a
-grid point).
+- SAE and lifted SAE (tied, the lift whitening the data: a preconditioner of inference) on the
+  standard vector problem: m = 50, p = 100 random unit atoms, 5 active per sample, signed
+  amplitudes in [1, 2], 8000 samples.
+- SAE-CNN on localized concepts: 4 sums of Gaussian bumps on the periodic interval, two events
+  per sample, trained at n = 128 with filters of 64 grid points (half the domain) and 8 atoms,
+  then run on a grid twice as fine, where its filters are functions half as wide.
+- SAE-FNO on smooth band-limited concepts (6 concepts, modes up to 24, one event per sample),
+  trained at n = 128 with the 25 lowest modes and run at n = 64 and n = 256 as well.
+
+Every model uses the recommended defaults: a start from the data (`eqs.init_from_data`),
+unrolled FISTA on the lasso and a small l1 term in the outer loss (lambda is in the data's
+units here; for data in other units add `sae.with_scale_of(data)`). Learned atoms are matched
+to the true ones one to one, up to sign and (for functions) shift, with shifts searched on a
+grid 8 times finer.
 
     python examples/recovery.py            # about 2-3 minutes on 2 CPU cores
     python examples/recovery.py --out DIR  # where the figure goes (default: outputs/)
+    python examples/recovery.py --quick    # a smoke run (CI): short training, numbers meaningless
 """
 
 import argparse
@@ -19,102 +28,207 @@ import equinox as eqx
 import jax
 import jax.random as jr
 import matplotlib.pyplot as plt
+import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 import equisae as eqs
 
-N, CONCEPTS, SPIKES, BANDWIDTH, LAMBDA = 128, 6, 1, 24, 0.1
+
+def vectors(key, quick: bool):
+    """The standard vector problem on `Grid(())`."""
+    truth = eqs.data.VectorModel(key, dim=50, concepts=100, sparsity=5)
+    return truth, truth.sample(jr.fold_in(key, 1), 1000 if quick else 8000)
 
 
-def build(family: str, grid: eqs.Grid, key) -> eqs.SAE:
-    """One SAE per family, all with unrolled FISTA on the lasso with penalty LAMBDA."""
-    k = jr.split(key, 3)
-    if family == "SAE":
-        # a plain SAE treats each function as a vector of 128 numbers; it needs an atom for every
-        # shift it sees, so it gets more atoms than there are concepts
-        dictionary = eqs.Dense(grid, 1, 8 * CONCEPTS, key=k[0])
-    elif family == "lifted SAE":
-        # lifting: each point's value goes to 4 channels, the dictionary lives there, Q projects
-        h = 4
-        dictionary = eqs.Lifted(
-            eqs.Pointwise(1, h, key=k[1]),
-            eqs.Dense(grid, h, 8 * CONCEPTS, key=k[0]),
-            eqs.Pointwise(h, 1, key=k[2]),
-        )
-    elif family == "SAE-CNN":
-        # full-width filters: the same model as an SAE-FNO that keeps every mode
-        dictionary = eqs.Convolutional(grid, 1, CONCEPTS, N, key=k[0])
-    elif family == "SAE-FNO":
-        # the lowest BANDWIDTH + 1 modes: the concepts' band, nothing above
-        dictionary = eqs.Spectral(grid, 1, CONCEPTS, BANDWIDTH + 1, key=k[0])
-    else:
-        raise ValueError(family)
-    return eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(LAMBDA), 100), dictionary)
+def localized(key, quick: bool, grid: eqs.Grid):
+    """Sums of bumps within +-0.2 of the origin (standard deviations 0.01 to 0.03), 2 events."""
+    concepts = eqs.data.bumps(key, 4, spread=0.1)
+    truth = eqs.data.FunctionalModel(concepts, spikes=2, lattice=64)
+    return truth, truth.sample(jr.fold_in(key, 1), 500 if quick else 4000, grid)
 
 
-def main(out: pathlib.Path, steps: int) -> None:
-    key_concepts, key_data, key_model, key_fit = jr.split(jr.key(0), 4)
-    grid = eqs.Grid(N)
-    concepts = eqs.data.smooth(key_concepts, CONCEPTS, bandwidth=BANDWIDTH)
-    model = eqs.data.FunctionalModel(concepts, spikes=SPIKES, lattice=N)
-    train = model.sample(key_data, 4000, grid)
-    test = model.sample(jr.fold_in(key_data, 1), 500, grid)
+def smooth(key, quick: bool, grid: eqs.Grid):
+    """Band-limited concepts (modes up to 24), one event per sample."""
+    truth = eqs.data.FunctionalModel(eqs.data.smooth(key, 6, bandwidth=24), spikes=1, lattice=64)
+    return truth, truth.sample(jr.fold_in(key, 1), 500 if quick else 4000, grid)
 
-    families = ["SAE", "lifted SAE", "SAE-CNN", "SAE-FNO"]
-    rows, aligned = [], {}
-    for family in families:
-        sae = build(family, grid, key_model)
-        start = time.perf_counter()
-        sae, history = eqs.fit(
-            sae,
-            train.signals,
-            optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
-            steps=steps,
-            batch_size=32,
-            key=key_fit,
-            loss=eqs.SAELoss(l1=0.5 * LAMBDA),
-            progress=False,
-        )
-        seconds = time.perf_counter() - start
-        reconstruction, _ = evaluate(sae, test.signals, grid)
-        atoms = sae.dictionary.atoms(grid)
-        result = eqs.metrics.recovery(train.concepts, atoms, shift_invariant=True, upsample=8)
-        aligned[family] = result.align_atoms(atoms)
-        rows.append(
-            (
-                family,
-                steps,
-                seconds,
-                result.fraction,
-                result.mean_sine_distance,
-                float(eqs.metrics.explained_variance(test.signals, reconstruction)),
-            )
-        )
 
-    columns = ("steps", "seconds", "recovered", "sine dist", "expl. var")
-    header = f"{'family':<12}" + "".join(f"{c:>11}" for c in columns)
-    print(header)
-    print("-" * len(header))
-    for family, n_steps, seconds, fraction, sine, ev in rows:
-        print(f"{family:<12}{n_steps:>11}{seconds:>11.1f}{fraction:>11.2f}{sine:>11.3f}{ev:>11.3f}")
-
-    fig, axes = plt.subplots(
-        len(families), CONCEPTS, figsize=(2 * CONCEPTS, 1.6 * len(families)), squeeze=False
+def train(dictionary, signals, *, lam, l1, unrolled, steps, batch_size, key) -> eqs.SAE:
+    """The recommended recipe: a start from the data, unrolled FISTA on the lasso, a small l1
+    term in the outer loss, Adam with a cosine decay."""
+    start, order = jr.split(key)
+    dictionary = eqs.init_from_data(dictionary, signals, key=start)
+    sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(lam), unrolled), dictionary)
+    sae, _ = eqs.fit(
+        sae,
+        signals,
+        optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, steps)),
+        steps=steps,
+        batch_size=batch_size,
+        key=order,
+        loss=eqs.SAELoss(l1=l1),
+        progress=False,
     )
-    for row, family in zip(axes, families):
-        eqs.plotting.plot_atoms(row, aligned[family], grid, reference=train.concepts, color="C3")
-        row[0].set_ylabel(family, rotation=0, ha="right", va="center")
-    fig.suptitle("true concepts (grey) and learned atoms (red), matched up to sign and shift")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "recovery.png", dpi=120)
-    print(f"figure: {out / 'recovery.png'}")
+    return sae
 
 
 @eqx.filter_jit
-def evaluate(sae: eqs.SAE, signals, grid: eqs.Grid):
-    """Reconstructions and codes of a batch."""
-    return jax.vmap(sae, in_axes=(0, None))(signals, grid)
+def reconstruct(sae: eqs.SAE, signals, grid: eqs.Grid):
+    return jax.vmap(sae, in_axes=(0, None))(signals, grid)[0]
+
+
+def score(sae, test, grid: eqs.Grid) -> dict:
+    """Recovery and explained variance of one trained model on test data on `grid`."""
+    atoms = sae.dictionary.atoms(grid)
+    functions = grid.ndim > 0
+    result = eqs.metrics.recovery(
+        test.concepts, atoms, shift_invariant=functions, upsample=8 if functions else 1
+    )
+    ev = eqs.metrics.explained_variance(test.signals, reconstruct(sae, test.signals, grid))
+    return {
+        "at 0.95": float(np.mean(result.cosine > 0.95)),
+        "at 0.99": float(np.mean(result.cosine > 0.99)),
+        "mean |cos|": float(np.mean(result.cosine)),
+        "expl. var": float(ev),
+        "aligned": result.align_atoms(atoms),
+        "concepts": np.asarray(test.concepts),
+        "grid": grid,
+    }
+
+
+def run_vectors(lifted: bool, key, quick: bool) -> list[dict]:
+    k_data, k_model, k_fit = jr.split(key, 3)
+    truth, data = vectors(k_data, quick)
+    grid = eqs.Grid(())
+    dictionary = eqs.Dense(grid, 50, 100, key=k_model)
+    if lifted:  # tied: the concepts stay in data space, A = C^{-1/2} is the metric of inference
+        dictionary = eqs.Tied(dictionary, eqs.whitening(data.signals, grid))
+    steps = 100 if quick else 800
+    start = time.perf_counter()
+    sae = train(dictionary, data.signals, lam=0.3, l1=0.05, unrolled=30, steps=steps,
+                batch_size=256, key=k_fit)  # fmt: skip
+    seconds = time.perf_counter() - start
+    test = truth.sample(jr.fold_in(k_data, 2), 1000)
+    return [{"where": "vectors", "steps": steps, "seconds": seconds} | score(sae, test, grid)]
+
+
+CNN = {"filters": 8, "width": 64}  # 4 concepts
+
+
+def run_cnn(key, quick: bool) -> list[dict]:
+    k_data, k_model, k_fit = jr.split(key, 3)
+    grid = eqs.Grid(128)
+    truth, data = localized(k_data, quick, grid)
+    # 8 filters of 64 taps for 4 concepts: with as many filters as concepts, 1 of 3 seeds
+    # ends with two concepts in one filter
+    dictionary = eqs.Convolutional(grid, 1, CNN["filters"], CNN["width"], key=k_model)
+    steps = 50 if quick else 1000
+    start = time.perf_counter()
+    sae = train(dictionary, data.signals, lam=0.1, l1=0.03, unrolled=10 if quick else 100,
+                steps=steps, batch_size=32, key=k_fit)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = []
+    for n in (128, 256):
+        on = eqs.Grid(n)
+        test = truth.sample(jr.fold_in(k_data, n), 256, on)
+        where = f"bumps, n={n}" + (" (train)" if n == 128 else "")
+        rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
+    return rows
+
+
+def run_fno(key, quick: bool) -> list[dict]:
+    k_data, k_model, k_fit = jr.split(key, 3)
+    grid = eqs.Grid(128)
+    truth, data = smooth(k_data, quick, grid)
+    dictionary = eqs.Spectral(grid, 1, 6, 25, key=k_model)
+    steps = 50 if quick else 600
+    start = time.perf_counter()
+    sae = train(dictionary, data.signals, lam=0.1, l1=0.05, unrolled=10 if quick else 100,
+                steps=steps, batch_size=32, key=k_fit)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = []
+    for n in (128, 64, 256):
+        on = eqs.Grid(n)
+        test = truth.sample(jr.fold_in(k_data, n), 256, on)
+        where = f"smooth, n={n}" + (" (train)" if n == 128 else "")
+        rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
+    return rows
+
+
+FAMILIES = {
+    "SAE": lambda key, quick: run_vectors(False, key, quick),
+    "lifted SAE": lambda key, quick: run_vectors(True, key, quick),
+    "SAE-CNN": run_cnn,
+    "SAE-FNO": run_fno,
+}
+
+# why a family fails where it does, for the reason line under the table
+EXPECTED = {
+    ("SAE-CNN", "bumps, n=256"): "an SAE-CNN's filters are 64 grid values: on a 2x finer grid "
+    "they are functions half as wide as the concepts (filters live in grid units)",
+    ("SAE-CNN", "bumps, n=128"): "a local minimum of training leaves a concept below |cos| 0.95 "
+    "(seed 2 of seeds 0-2; 12 filters instead of 8 did not help)",
+}
+
+
+def table(rows: list[dict]) -> list[str]:
+    columns = ("steps", "seconds", "at 0.95", "at 0.99", "mean |cos|", "expl. var")
+    header = f"{'family':<12}{'problem':<22}" + "".join(f"{c:>11}" for c in columns)
+    lines = [header, "-" * len(header)]
+    reasons = []
+    for row in rows:
+        lines.append(
+            f"{row['family']:<12}{row['where']:<22}{row['steps']:>11}{row['seconds']:>11.1f}"
+            f"{row['at 0.95']:>11.2f}{row['at 0.99']:>11.2f}{row['mean |cos|']:>11.3f}"
+            f"{row['expl. var']:>11.3f}"
+        )
+        if row["at 0.95"] < 0.9:
+            where = row["where"].removesuffix(" (train)")
+            reason = EXPECTED.get(
+                (row["family"], where),
+                "not expected: this family recovers this problem with the full budget "
+                "(a --quick run, or a regression)",
+            )
+            reasons.append(f"{row['family']} on {where} fails: {reason}.")
+    return lines + [""] + reasons
+
+
+def figure(rows: list[dict], path: pathlib.Path, columns: int = 4) -> None:
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 1.3 * len(rows)))
+    for ax_row, row in zip(axes, rows):
+        if row["grid"].ndim == 0:  # vectors: drawn here (plot_atoms types atoms as "p c *spatial")
+            for ax, atom, truth in zip(ax_row, row["aligned"], row["concepts"]):
+                ax.plot(truth, color="0.6", lw=2.5)
+                ax.plot(atom, color="C3", lw=1.2)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        else:
+            eqs.plotting.plot_atoms(
+                list(ax_row),
+                row["aligned"][:columns],
+                row["grid"],
+                reference=row["concepts"],
+                color="C3",
+            )
+        ax_row[0].set_ylabel(f"{row['family']}\n{row['where']}", rotation=0, ha="right",
+                             va="center", fontsize=8)  # fmt: skip
+    fig.suptitle("true concepts (grey) and learned atoms (red), matched up to sign and shift")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(out: pathlib.Path, quick: bool = False, seed: int = 0) -> list[dict]:
+    key = jr.key(seed)
+    rows = []
+    for i, (family, run) in enumerate(tqdm(FAMILIES.items(), desc="families", unit="family")):
+        rows += [{"family": family} | row for row in run(jr.fold_in(key, i), quick)]
+    print("\n".join(table(rows)))
+    figure(rows, out / "recovery.png")
+    print(f"figure: {out / 'recovery.png'}")
+    return rows
 
 
 if __name__ == "__main__":
@@ -122,6 +236,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs"))
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: short training")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.out, args.steps)
+    main(args.out, args.quick, args.seed)
