@@ -208,7 +208,7 @@ def figure(rows: list[dict], path: pathlib.Path, columns: int = 4) -> None:
                 list(ax_row),
                 row["aligned"][:columns],
                 row["grid"],
-                reference=row["concepts"],
+                reference=row["concepts"][:columns],
                 color="C3",
             )
         ax_row[0].set_ylabel(f"{row['family']}\n{row['where']}", rotation=0, ha="right",
