@@ -109,6 +109,7 @@ class TorchHost:
 def train_equinox(model, inputs, outputs, steps: int, key, learning_rate=3e-3):
     """Adam with a cosine schedule on the mean relative L2 error."""
     inputs, outputs = jnp.asarray(inputs), jnp.asarray(outputs)
+    batch = min(BATCH, len(inputs))
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
     state = optimizer.init(eqx.filter(model, eqx.is_array))
 
@@ -122,7 +123,7 @@ def train_equinox(model, inputs, outputs, steps: int, key, learning_rate=3e-3):
         return eqx.apply_updates(model, updates), state, value
 
     for i in range(steps):
-        index = jr.choice(jr.fold_in(key, i), len(inputs), (BATCH,), replace=False)
+        index = jr.choice(jr.fold_in(key, i), len(inputs), (batch,), replace=False)
         model, state, _ = step(model, state, index)
     return model
 
@@ -141,12 +142,13 @@ def train_torch(model, inputs, outputs, steps: int, seed: int, learning_rate=3e-
     import torch
 
     torch.manual_seed(seed)
-    x, y = torch.as_tensor(np.asarray(inputs)), torch.as_tensor(np.asarray(outputs))
+    x, y = torch.tensor(np.asarray(inputs)), torch.tensor(np.asarray(outputs))
+    batch = min(BATCH, len(x))
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     model.train()
     for _ in range(steps):
-        index = torch.randperm(len(x))[:BATCH]
+        index = torch.randperm(len(x))[:batch]
         prediction = model(x[index])
         error = torch.linalg.vector_norm(prediction - y[index], dim=(1, 2))
         loss = torch.mean(error / torch.linalg.vector_norm(y[index], dim=(1, 2)))
@@ -158,92 +160,104 @@ def train_torch(model, inputs, outputs, steps: int, seed: int, learning_rate=3e-
     return model
 
 
-def ks_data(quick: bool, cache: pathlib.Path, key):
-    """Kuramoto–Sivashinsky pairs on 256 points; the training grid is every second point."""
-    num = 160 if quick else 600
-    data = eqs.data.kuramoto_sivashinsky(key, num, 256, cache=cache / f"hosts_ks_{num}.npz")
-    return np.asarray(data.inputs), np.asarray(data.outputs), num - (40 if quick else 100)
+def ks_data(setup: dict, cache: pathlib.Path, key):
+    """Kuramoto–Sivashinsky pairs on the finer grid (the training grid is every second
+    point)."""
+    num, n = setup["num"], setup["n"]
+    path = cache / f"hosts_ks_{num}_{n}.npz"
+    data = eqs.data.kuramoto_sivashinsky(key, num, n, fine=n, cache=path)
+    return np.asarray(data.inputs), np.asarray(data.outputs)
 
 
-def darcy_data(quick: bool, cache: pathlib.Path, key):
-    """Darcy pairs on 64 x 64 (the training grid is 32 x 32), coefficients mapped to +-1 and
-    the solution to order one, the coordinates appended as two input channels."""
-    num = 120 if quick else 500
-    data = eqs.data.darcy(key, num, 64, fine=128, cache=cache / f"hosts_darcy_{num}.npz")
+def darcy_data(setup: dict, cache: pathlib.Path, key):
+    """Darcy pairs on the finer grid (the training grid is every second point per axis),
+    coefficients mapped to +-1 and the solution to order one, the coordinates appended as two
+    input channels (the problem is not translation invariant: u = 0 on the boundary)."""
+    num, n = setup["num"], setup["n"]
+    path = cache / f"hosts_darcy_{num}_{n}.npz"
+    data = eqs.data.darcy(key, num, n, fine=2 * n, cache=path)
     a, u = np.asarray(data.inputs), np.asarray(data.outputs)
-    s = np.arange(64) / 64
-    coordinates = np.broadcast_to(np.stack(np.meshgrid(s, s, indexing="ij")), (num, 2, 64, 64))
+    s = np.arange(n) / n
+    coordinates = np.broadcast_to(np.stack(np.meshgrid(s, s, indexing="ij")), (num, 2, n, n))
     inputs = np.concatenate([(a - 7.5) / 4.5, coordinates], axis=1).astype(np.float32)
-    return inputs, (100.0 * u).astype(np.float32), num - (20 if quick else 100)
+    return inputs, (100.0 * u).astype(np.float32)
 
 
 def setups(quick: bool) -> dict:
+    """Hosts and SAEs. `n` is the finer (evaluation) grid, the hosts train at n / 2; `num`
+    samples of which the last `num_test` are the test set. `--quick` shrinks everything to a
+    smoke test (its numbers mean little)."""
+    ks = dict(
+        data=ks_data,
+        ndim=1,
+        n=64 if quick else 256,
+        num=60 if quick else 600,
+        num_test=20 if quick else 100,
+        width=8 if quick else 32,
+        host_modes=8 if quick else 16,
+        concepts=8 if quick else 32,
+        modes=None,
+        lam=0.02,
+        unrolled=10,
+        sae_steps=20 if quick else 600,
+    )
     return {
-        "ks-pdequinox": dict(
-            data=ks_data,
-            ndim=1,
-            host_steps=300 if quick else 2000,
-            concepts=32,
-            modes=None,
-            lam=0.02,
-            unrolled=10,
-            sae_steps=100 if quick else 800,
-        ),
-        "ks-torch": dict(
-            data=ks_data,
-            ndim=1,
-            host_steps=100 if quick else 600,
-            concepts=32,
-            modes=None,
-            lam=0.02,
-            unrolled=10,
-            sae_steps=100 if quick else 800,
-        ),
+        "ks-pdequinox": ks | dict(host_steps=40 if quick else 2000),
+        "ks-torch": ks | dict(host_steps=40 if quick else 600),
         "darcy-pdequinox": dict(
             data=darcy_data,
             ndim=2,
-            host_steps=150 if quick else 1200,
-            concepts=16,
+            n=16 if quick else 64,
+            num=40 if quick else 500,
+            num_test=20 if quick else 100,
+            width=4 if quick else 16,
+            host_modes=4 if quick else 8,
+            host_steps=20 if quick else 1200,
+            concepts=4 if quick else 16,
             modes=None,
-            lam=0.02,
-            unrolled=10,
-            sae_steps=60 if quick else 400,
+            lam=0.003,
+            unrolled=20,
+            sae_steps=10 if quick else 200,
         ),
     }
 
 
-def make_host(name: str, setup: dict, x, y, quick: bool, cache: pathlib.Path, key):
-    steps = setup["host_steps"]
-    if name == "ks-pdequinox":
-        model = pdeqx.arch.ClassicFNO(1, 1, 1, hidden_channels=32, num_modes=16, key=key)
-        path = cache / f"host_{name}_{len(x)}_{steps}.eqx"
-        model, seconds = cached_equinox(
-            path, model, lambda m: train_equinox(m, x, y, steps, jr.fold_in(key, 1))
+def make_host(name: str, setup: dict, x, y, cache: pathlib.Path, key):
+    """The host, trained on (x, y) or read from the cache, and the time its training took."""
+    steps, width, modes = setup["host_steps"], setup["width"], setup["host_modes"]
+    stem = f"host_{name}_{len(x)}_{x.shape[-1]}_{width}_{steps}"
+    if name.endswith("pdequinox"):
+        ndim, channels = setup["ndim"], x.shape[1]
+        model = pdeqx.arch.ClassicFNO(
+            ndim, channels, 1, hidden_channels=width, num_modes=modes, key=key
         )
-        return EquinoxHost(model, lambda m: m.blocks[1]), seconds
-    if name == "darcy-pdequinox":
-        model = pdeqx.arch.ClassicFNO(2, 3, 1, hidden_channels=16, num_modes=8, key=key)
-        path = cache / f"host_{name}_{len(x)}_{steps}.eqx"
         model, seconds = cached_equinox(
-            path, model, lambda m: train_equinox(m, x, y, steps, jr.fold_in(key, 1))
+            cache / f"{stem}.eqx",
+            model,
+            lambda m: train_equinox(m, x, y, steps, jr.fold_in(key, 1)),
         )
         return EquinoxHost(model, lambda m: m.blocks[1]), seconds
     import torch
     from neuralop.models import FNO
 
     torch.manual_seed(0)
-    model = FNO(n_modes=(16,), in_channels=1, out_channels=1, hidden_channels=32, n_layers=4)
-    path = cache / f"host_{name}_{len(x)}_{steps}.pt"
+    model = FNO(n_modes=(modes,), in_channels=1, out_channels=1, hidden_channels=width, n_layers=4)
+    path = cache / f"{stem}.npz"  # the weights only (neuraloperator's state also holds functions)
     seconds = 0.0
     if path.exists():
-        model.load_state_dict(torch.load(path))
+        with np.load(path) as stored:
+            weights = {k: torch.as_tensor(v) for k, v in stored.items()}
+        missing = model.load_state_dict(weights, strict=False).missing_keys
+        if missing:
+            raise ValueError(f"the cached host {path} lacks the weights {missing}.")
         model.eval()
     else:
         start = time.perf_counter()
         model = train_torch(model, x, y, steps, seed=1)
         seconds = time.perf_counter() - start
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
+        weights = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        np.savez(path, **{k: v.detach().numpy() for k, v in weights.items()})
     return TorchHost(model, "fno_blocks", call=1), seconds
 
 
@@ -269,7 +283,7 @@ def train_sae(signals, grid, setup: dict, key) -> eqs.SAE:
         signals,
         optimizer=optax.adam(optax.cosine_decay_schedule(3e-3, steps)),
         steps=steps,
-        batch_size=BATCH,
+        batch_size=min(BATCH, len(signals)),
         key=kf,
         loss=eqs.SAELoss(l1=0.3 * setup["lam"]),
         progress=False,
@@ -277,14 +291,13 @@ def train_sae(signals, grid, setup: dict, key) -> eqs.SAE:
     return sae
 
 
-def study(name: str, setup: dict, quick: bool, cache: pathlib.Path, key) -> dict:
+def study(name: str, setup: dict, cache: pathlib.Path, key) -> dict:
     kd, kh, ks = jr.split(key, 3)
-    x_fine, y_fine, num_train = setup["data"](quick, cache, kd)
+    x_fine, y_fine = setup["data"](setup, cache, kd)
+    num_train = setup["num"] - setup["num_test"]
     sub = (Ellipsis,) + (slice(None, None, 2),) * setup["ndim"]
     x_train, y_train = x_fine[sub], y_fine[sub]
-    host, host_seconds = make_host(
-        name, setup, x_train[:num_train], y_train[:num_train], quick, cache, kh
-    )
+    host, host_seconds = make_host(name, setup, x_train[:num_train], y_train[:num_train], cache, kh)
     fields = host.fields(x_train[:num_train])
     mean = jnp.mean(fields, axis=0)
     signals = fields - mean
@@ -349,7 +362,7 @@ def main(out: pathlib.Path, cache: pathlib.Path, quick: bool, only: list[str]) -
     results, lines = {}, []
     for i, name in enumerate(only):
         start = time.perf_counter()
-        results[name] = study(name, setups(quick)[name], quick, cache, jr.fold_in(jr.key(0), i))
+        results[name] = study(name, setups(quick)[name], cache, jr.fold_in(jr.key(0), i))
         results[name]["seconds"] = time.perf_counter() - start
         block = report(name, results[name])
         print("\n".join(block) + f"\n({results[name]['seconds']:.0f} s)\n", flush=True)
