@@ -109,7 +109,7 @@ def run_vectors(lifted: bool, key, quick: bool) -> list[dict]:
     sae = train(dictionary, data.signals, lam=0.3, l1=0.05, unrolled=30, steps=steps,
                 batch_size=256, key=k_fit)  # fmt: skip
     seconds = time.perf_counter() - start
-    test = truth.sample(jr.fold_in(k_data, 2), 1000)
+    test = truth.sample(jr.fold_in(k_data, 2), 200 if quick else 1000)
     return [{"where": "vectors", "steps": steps, "seconds": seconds} | score(sae, test, grid)]
 
 
@@ -131,7 +131,7 @@ def run_cnn(key, quick: bool) -> list[dict]:
     rows = []
     for n in (128, 256):
         on = eqs.Grid(n)
-        test = truth.sample(jr.fold_in(k_data, n), 256, on)
+        test = truth.sample(jr.fold_in(k_data, n), 64 if quick else 256, on)
         where = f"bumps, n={n}" + (" (train)" if n == 128 else "")
         rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
     return rows
@@ -150,7 +150,7 @@ def run_fno(key, quick: bool) -> list[dict]:
     rows = []
     for n in (128, 64, 256):
         on = eqs.Grid(n)
-        test = truth.sample(jr.fold_in(k_data, n), 256, on)
+        test = truth.sample(jr.fold_in(k_data, n), 64 if quick else 256, on)
         where = f"smooth, n={n}" + (" (train)" if n == 128 else "")
         rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
     return rows

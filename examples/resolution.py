@@ -88,10 +88,12 @@ def evaluate(
     train_n: int,
     key,
     solve: bool = True,
+    examples: int = 128,
 ) -> dict:
-    """The numbers of the tables, for one model on one grid; `solve` adds the codes inferred
-    to a tolerance and coarse to fine (for a `Spectral` dictionary)."""
-    test = model.sample(key, 128, grid)
+    """The numbers of the tables, for one model on one grid (on `examples` test signals);
+    `solve` adds the codes inferred to a tolerance and coarse to fine (for a `Spectral`
+    dictionary)."""
+    test = model.sample(key, examples, grid)
     reconstruction, codes = infer(sae, test.signals, grid)
     atoms = sae.dictionary.atoms(grid)
     recovery = eqs.metrics.recovery(test.concepts, atoms, shift_invariant=True, upsample=8)
@@ -154,7 +156,9 @@ def study(ndim: int, quick: bool, key, train_steps: int | None = None) -> dict:
         results[name] = {"train_seconds": seconds, "grids": {}}
         for n in sizes:
             grid = eqs.Grid((n,) * ndim)
-            results[name]["grids"][n] = evaluate(sae, model, grid, train_n, jr.fold_in(ke, n))
+            results[name]["grids"][n] = evaluate(
+                sae, model, grid, train_n, jr.fold_in(ke, n), examples=32 if quick else 128
+            )
     return {"train_n": train_n, "sizes": sizes, "models": results}
 
 

@@ -1,12 +1,16 @@
 import os
 
-import hypothesis
-import jax
-import jax.random as jr
-import optax
-import pytest
+# The suite runs in two processes (pytest-xdist, see pyproject.toml): on an accelerator, each
+# takes memory as it needs it instead of 75% of the device up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import equisae as eqs
+import hypothesis  # noqa: E402
+import jax  # noqa: E402
+import jax.random as jr  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import equisae as eqs  # noqa: E402
 
 # Exact float32 matrix products on every backend (no TF32 on a GPU).
 jax.config.update("jax_default_matmul_precision", "highest")
