@@ -207,7 +207,7 @@ def setups(quick: bool) -> dict:
     )
     return {
         "ks-pdequinox": ks | dict(host_steps=40 if quick else 2000),
-        "ks-torch": ks | dict(host_steps=40 if quick else 600),
+        "ks-torch": ks | dict(host_steps=40 if quick else 600, data_of="ks-pdequinox"),
         "darcy-pdequinox": dict(
             data=darcy_data,
             ndim=2,
@@ -295,8 +295,19 @@ def train_sae(signals, grid, setup: dict, key) -> eqs.SAE:
     return sae
 
 
-def study(name: str, setup: dict, cache: pathlib.Path, key) -> dict:
-    kd, kh, ks = jr.split(key, 3)
+HOSTS = ("ks-pdequinox", "ks-torch", "darcy-pdequinox")
+
+
+def keys(name: str, setup: dict):
+    """The keys of a host's data, training and SAE: fixed by its name (not by the order of
+    `--only`), and the data's shared by hosts with the same `data_of` (one cached file)."""
+    _, kh, ks = jr.split(jr.fold_in(jr.key(0), HOSTS.index(name)), 3)
+    shared = setup.get("data_of", name)
+    return jr.split(jr.fold_in(jr.key(0), HOSTS.index(shared)), 3)[0], kh, ks
+
+
+def study(name: str, setup: dict, cache: pathlib.Path) -> dict:
+    kd, kh, ks = keys(name, setup)
     x_fine, y_fine = setup["data"](setup, cache, kd)
     num_train = setup["num"] - setup["num_test"]
     sub = (Ellipsis,) + (slice(None, None, 2),) * setup["ndim"]
@@ -364,9 +375,9 @@ def report(name: str, result: dict) -> list[str]:
 def main(out: pathlib.Path, cache: pathlib.Path, quick: bool, only: list[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results, lines = {}, []
-    for i, name in enumerate(only):
+    for name in only:
         start = time.perf_counter()
-        results[name] = study(name, setups(quick)[name], cache, jr.fold_in(jr.key(0), i))
+        results[name] = study(name, setups(quick)[name], cache)
         results[name]["seconds"] = time.perf_counter() - start
         block = report(name, results[name])
         print("\n".join(block) + f"\n({results[name]['seconds']:.0f} s)\n", flush=True)
@@ -383,8 +394,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs"))
     parser.add_argument("--cache", type=pathlib.Path, default=pathlib.Path("outputs/cache"))
     parser.add_argument("--quick", action="store_true", help="fewer samples and steps")
-    parser.add_argument(
-        "--only", nargs="+", default=["ks-pdequinox", "ks-torch", "darcy-pdequinox"]
-    )
+    parser.add_argument("--only", nargs="+", default=list(HOSTS), choices=HOSTS)
     args = parser.parse_args()
     main(args.out, args.cache, args.quick, args.only)
