@@ -436,8 +436,9 @@ def fit(
       every step.
     - `progress`: show a `tqdm` progress bar (it moves once per chunk).
     - `chunk`: the number of steps per dispatch. By default (`None`) each chunk runs about
-      1 s of steps, at most 1000, measured as training goes; `chunk=1` dispatches
-      every step from Python. Chunks of host data hold at most 16 MiB of batches.
+      1 s of steps, at most 1000, timed on the second chunk (the first pays the compile);
+      `chunk=1` dispatches every step from Python. Chunks of host data hold at most 16 MiB
+      of batches.
     - `mesh`, `batch_axis`: data parallelism. Each batch is sharded along `batch_axis` of the
       `jax.sharding.Mesh` and the model and optimiser state are replicated; with several
       processes (after `jax.distributed.initialize()`) each process draws `batch_size` examples
