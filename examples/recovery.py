@@ -116,6 +116,24 @@ def run_vectors(lifted: bool, key, quick: bool) -> list[dict]:
 CNN = {"filters": 8, "width": 64}  # 4 concepts
 
 
+def run_on_grids(
+    dictionary, truth, data, problem: str, grids, keys, quick: bool, *, steps, l1
+) -> list[dict]:
+    """Train a function SAE at its grid (the first of `grids`) and score it on every grid."""
+    k_data, k_fit = keys
+    start = time.perf_counter()
+    sae = train(dictionary, data.signals, lam=0.1, l1=l1, unrolled=10 if quick else 100,
+                steps=steps, batch_size=32, key=k_fit)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = []
+    for n in grids:
+        on = eqs.Grid(n)
+        test = truth.sample(jr.fold_in(k_data, n), 64 if quick else 256, on)
+        where = f"{problem}, n={n}" + (" (train)" if n == grids[0] else "")
+        rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
+    return rows
+
+
 def run_cnn(key, quick: bool) -> list[dict]:
     k_data, k_model, k_fit = jr.split(key, 3)
     grid = eqs.Grid(128)
@@ -123,18 +141,8 @@ def run_cnn(key, quick: bool) -> list[dict]:
     # 8 filters of 64 taps for 4 concepts: with as many filters as concepts, 1 of 3 seeds
     # ends with two concepts in one filter
     dictionary = eqs.Convolutional(grid, 1, CNN["filters"], CNN["width"], key=k_model)
-    steps = 50 if quick else 1000
-    start = time.perf_counter()
-    sae = train(dictionary, data.signals, lam=0.1, l1=0.03, unrolled=10 if quick else 100,
-                steps=steps, batch_size=32, key=k_fit)  # fmt: skip
-    seconds = time.perf_counter() - start
-    rows = []
-    for n in (128, 256):
-        on = eqs.Grid(n)
-        test = truth.sample(jr.fold_in(k_data, n), 64 if quick else 256, on)
-        where = f"bumps, n={n}" + (" (train)" if n == 128 else "")
-        rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
-    return rows
+    return run_on_grids(dictionary, truth, data, "bumps", (128, 256), (k_data, k_fit), quick,
+                        steps=50 if quick else 1000, l1=0.03)  # fmt: skip
 
 
 def run_fno(key, quick: bool) -> list[dict]:
@@ -142,18 +150,8 @@ def run_fno(key, quick: bool) -> list[dict]:
     grid = eqs.Grid(128)
     truth, data = smooth(k_data, quick, grid)
     dictionary = eqs.Spectral(grid, 1, 6, 25, key=k_model)
-    steps = 50 if quick else 600
-    start = time.perf_counter()
-    sae = train(dictionary, data.signals, lam=0.1, l1=0.05, unrolled=10 if quick else 100,
-                steps=steps, batch_size=32, key=k_fit)  # fmt: skip
-    seconds = time.perf_counter() - start
-    rows = []
-    for n in (128, 64, 256):
-        on = eqs.Grid(n)
-        test = truth.sample(jr.fold_in(k_data, n), 64 if quick else 256, on)
-        where = f"smooth, n={n}" + (" (train)" if n == 128 else "")
-        rows.append({"where": where, "steps": steps, "seconds": seconds} | score(sae, test, on))
-    return rows
+    return run_on_grids(dictionary, truth, data, "smooth", (128, 64, 256), (k_data, k_fit),
+                        quick, steps=50 if quick else 600, l1=0.05)  # fmt: skip
 
 
 FAMILIES = {
