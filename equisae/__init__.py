@@ -41,7 +41,12 @@ from ._layers import (
     Pointwise as Pointwise,
     SpectralConv as SpectralConv,
 )
-from ._lifting import Frozen as Frozen, Tied as Tied, whitening as whitening
+from ._lifting import (
+    Frozen as Frozen,
+    Tied as Tied,
+    gram_whitening as gram_whitening,
+    whitening as whitening,
+)
 from ._losses import (
     SAELoss as SAELoss,
     l1_norm as l1_norm,

@@ -358,6 +358,11 @@ class Lifted(AbstractDictionary):
     the lifted space on $P x$ with $D_l$ (see `lift`). With `Dense` inside it is the lifted
     SAE; with `Spectral` inside and `Pointwise` lifting and projection, the lifted SAE-FNO.
     `normalise` gives the effective atoms unit norm.
+
+    $P$, $D_l$ and $Q$ are untied: inference solves the lasso of $P x$ in the lifted space,
+    which is the data-space problem only when $Q$ inverts $P$. `Tied` is the other form: the
+    concepts stay in data space (decoding $D z$) and a lift $A$ enters only the metric of
+    inference, a preconditioner.
     """
 
     lifting: AbstractOperator

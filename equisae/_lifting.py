@@ -45,8 +45,14 @@ class Tied(AbstractDictionary):
     problem. With $A = I$ it is the plain dictionary; with an isometry ($A^*A = I$) inference is
     unchanged. Compare `Lifted`, whose lifting, inner dictionary and projection are untied.
 
-    The lift is learned with the model; wrap it in `Frozen` to keep it fixed (a random lift, or
-    one set from the data by `whitening`).
+    On vectors $A$ is a `Pointwise` matrix; on functions it is `Pointwise` (the same matrix
+    across channels at every point: for one channel a scalar, which cannot precondition) or
+    `SpectralConv` (a matrix per Fourier mode, which can). A `SpectralConv` lift must keep at
+    least the modes of a `Spectral` inner dictionary: with fewer, $A$ would drop part of the
+    residual $x - Dz$ that the atoms see.
+
+    The lift is learned with the model; wrap it in `Frozen` to keep it fixed (a random lift,
+    one set from the data by `whitening`, or one set from the dictionary by `gram_whitening`).
     """
 
     inner: AbstractDictionary
@@ -70,6 +76,17 @@ class Tied(AbstractDictionary):
             )
         if isinstance(self.lifting, Pointwise) and self.lifting.bias is not None:
             raise ValueError("Tied: the lifting must be linear (Pointwise(use_bias=False)).")
+        lifting = self.lifting.layer if isinstance(self.lifting, Frozen) else self.lifting
+        inner_modes = getattr(self.inner, "modes", None)
+        if isinstance(lifting, SpectralConv) and inner_modes is not None:
+            if len(lifting.modes) != len(inner_modes) or any(
+                a < d for a, d in zip(lifting.modes, inner_modes)
+            ):
+                raise ValueError(
+                    f"Tied: the SpectralConv lifting keeps modes {lifting.modes}, fewer than the "
+                    f"{inner_modes} of the dictionary; it would drop the part of the residual "
+                    "at the other modes. Give the lifting at least the dictionary's modes."
+                )
 
     @property
     def concepts(self) -> int:
@@ -175,6 +192,53 @@ def whitening(
     weight = jnp.moveaxis(jnp.swapaxes(root, -1, -2), (-2, -1), (0, 1))  # (in, out, *kept)
     lift = eqx.tree_at(lambda s: s.weight, lift, jnp.stack([weight.real, weight.imag]))
     return Frozen(_keeping_energy(lift, data, grid))
+
+
+def gram_whitening(
+    dictionary: AbstractDictionary, grid: Grid, *, modes: int | None = None
+) -> Frozen:
+    """A fixed lift $A$ set from the dictionary itself, for `Tied`: $A = (D D^*)^{-1/2}$ (up to
+    a scale), the inverse square root of the Gram operator of the atoms, so that the
+    metric-weighted Gram of inference,
+
+    $$D^* A^* A D \propto D^* (D D^*)^{-1} D,$$
+
+    is the orthogonal projector onto the row space of $D$: all its non-zero eigenvalues are
+    equal, whatever the atoms' correlations (condition number 1 on its range). It is
+    `whitening` of data with uncorrelated codes of equal power drawn from $D$, whose second
+    moment is $D D^*$ up to a scale, and is computed so: `whitening(dictionary.atoms(grid),
+    grid, modes=...)`. The scale keeps the atoms' mean energy,
+    $\frac1p\sum_k \|A d_k\|^2 = \frac1p\sum_k \|d_k\|^2$.
+
+    The dictionary changes in training; to follow it, rebuild the lift from the current
+    dictionary every $k$ steps (`dataclasses.replace` or `eqx.tree_at` on the `Tied`'s
+    `lifting`), as `examples/experiments/lifting.py` does.
+
+    - For a `Dense` dictionary on vectors (`grid = Grid(())`) $A$ is the dense
+      $c \times c$ matrix $(D D^\top)^{-1/2}$ (`Pointwise`); on functions with `modes=None` it
+      is the matrix of the atoms' channel covariance.
+    - For a `Spectral` dictionary (and any with `modes=K`), the Gram operator of the shifted
+      atoms acts per Fourier mode, $(D D^*)(f) = \sum_k \hat d_k(f) \hat d_k(f)^H$, and $A$ is
+      the `SpectralConv` with multipliers $(D D^*)(f)^{-1/2}$, keeping the dictionary's modes
+      by default.
+    - A `Tied` dictionary is whitened by its concepts $D$ (its atoms).
+
+    Eigenvalues below $10^{-6}$ of the largest are floored (the directions the atoms do not
+    span: there the residual does not reach $D^*$ anyway).
+
+    **Raises:** `ValueError` for a dictionary whose atoms are zero (at some kept mode).
+    """
+    if modes is None and grid.ndim > 0:
+        inner = dictionary.inner if isinstance(dictionary, Tied) else dictionary
+        inner_modes = getattr(inner, "modes", None)
+        if inner_modes is not None:
+            if len(set(inner_modes)) != 1:
+                raise ValueError(
+                    f"gram_whitening: the dictionary keeps modes {inner_modes}, not the same "
+                    "number per axis; pass modes= explicitly."
+                )
+            modes = inner_modes[0]
+    return whitening(dictionary.atoms(grid), grid, modes=modes)
 
 
 def _keeping_energy(lift: Pointwise | SpectralConv, data: Array, grid: Grid):

@@ -180,3 +180,49 @@ def test_bad_tied_liftings_are_refused():
         eqs.whitening(jnp.zeros((4, 8)), VECTOR)
     with pytest.raises(ValueError, match="resolve"):
         eqs.whitening(jnp.ones((4, 1, 8)), eqs.Grid(8), modes=6)
+
+
+def _range_condition(gram):
+    values = np.linalg.eigvalsh(np.asarray(gram, np.float64))[::-1]
+    rank = int(np.sum(values > 1e-6 * values[0]))
+    return values[0] / values[rank - 1]
+
+
+def test_gram_whitening_makes_the_metric_weighted_gram_a_projector():
+    """Coherent atoms (condition about 300): with A = (D D*)^{-1/2}, D* A* A D is the
+    projector onto the row space of D (condition 1), and the atoms keep their mean energy."""
+    dictionary, _ = _coherent(0)
+    lift = eqs.gram_whitening(dictionary, VECTOR)
+    assert isinstance(lift, eqs.Frozen)
+    with jax.default_matmul_precision("highest"):
+        atoms = dictionary.atoms(VECTOR)  # (p, m)
+        lifted = jax.vmap(lift)(atoms)
+        assert _range_condition(atoms @ atoms.T) > 100
+        assert _range_condition(lifted @ lifted.T) < 1.01
+    np.testing.assert_allclose(jnp.mean(jnp.sum(lifted**2, axis=1)), 1.0, rtol=1e-4)
+    tied = eqs.Tied(dictionary, lift)
+    np.testing.assert_allclose(eqs.gram_whitening(tied, VECTOR).layer.weight, lift.layer.weight)
+
+
+def test_spectral_gram_whitening_flattens_the_atoms_per_mode():
+    """Per Fourier mode f, the lifted atoms' Gram sum_k |A(f) d_k(f)|^2 is the same at every
+    kept mode (one channel: the only non-zero eigenvalue of the per-mode Gram)."""
+    grid = eqs.Grid(32)
+    dictionary = eqs.Spectral(grid, 1, 3, 7, key=jr.key(0)).normalise(grid)
+    lift = eqs.gram_whitening(dictionary, grid)
+    assert lift.layer.modes == dictionary.modes
+    _, composed = eqs.Tied(dictionary, lift).lift(jnp.zeros((1, 32)), grid)
+    per_mode = jnp.sum(jnp.abs(jax.vmap(lift.layer.to_modes)(composed.atoms(grid))) ** 2, axis=0)
+    before = jnp.sum(jnp.abs(jax.vmap(lift.layer.to_modes)(dictionary.atoms(grid))) ** 2, axis=0)
+    assert float(jnp.max(before) / jnp.min(before)) > 2
+    assert float(jnp.max(per_mode) / jnp.min(per_mode)) < 1.01
+
+
+def test_a_spectral_lift_with_fewer_modes_than_the_dictionary_is_refused():
+    grid = eqs.Grid(32)
+    dictionary = eqs.Spectral(grid, 1, 3, 7, key=jr.key(0))
+    with pytest.raises(ValueError, match="fewer than"):
+        eqs.Tied(dictionary, eqs.SpectralConv(1, 2, 5, key=jr.key(1)))
+    with pytest.raises(ValueError, match="fewer than"):
+        eqs.Tied(dictionary, eqs.Frozen(eqs.SpectralConv(1, 1, 6, key=jr.key(1))))
+    eqs.Tied(dictionary, eqs.SpectralConv(1, 2, 7, key=jr.key(1)))  # as many: accepted
