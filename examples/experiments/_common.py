@@ -64,12 +64,15 @@ def train(
     key,
     every: int | None = None,
     evaluate: Callable[[int, eqs.SAE], None] | None = None,
+    refresh: Callable[[int, eqs.SAE], eqs.SAE] | None = None,
 ) -> tuple[eqs.SAE, dict[str, np.ndarray]]:
     """Train a stack of `M` members for `steps` steps of Adam (cosine-decayed learning rate).
 
     `data` has shape `(S, N, channels, *spatial)`: `S` data sets; member `i` trains on data
     set `member_data[i]`. Every step draws one set of `batch_size` indices (from `key`) for all
-    members. `evaluate(step, models)` is called at step 0 and after every `every` steps.
+    members. `evaluate(step, models)` is called at step 0 and after every `every` steps;
+    `refresh(step, models)`, before it, may return changed models (the same structure: e.g. a
+    fixed lift rebuilt from the current dictionary), and the optimiser's state carries on.
     Returns the trained stack and the per-step losses and aux of `SAELoss`, shape `(steps, M)`.
     """
     every = steps if every is None else every
@@ -91,6 +94,8 @@ def train(
             models, opt_state, data, member_data, indices[chunk], grid, step
         )
         records.append(jax.device_get(record))
+        if refresh is not None:
+            models = refresh((chunk + 1) * every, models)
         if evaluate is not None:
             evaluate((chunk + 1) * every, models)
     history = {name: np.concatenate([r[name] for r in records]) for name in records[0]}

@@ -6,15 +6,18 @@ recovery. Two forms are compared with the unlifted model:
 - untied (`eqs.Lifted`): encode P x in a lifted space with a dictionary D_l, decode through a
   projection Q; P, D_l and Q are learned freely;
 - tied (`eqs.Tied`): the concepts D stay in data space, decoding is D z, and a lift A enters
-  only the metric of inference (on A x with A D). Three ways to choose A: set from the
+  only the metric of inference (on A x with A D). Four ways to choose A: set from the
   training data by `eqs.whitening` (the inverse square root of the data's second moment, for
   functions per Fourier mode, scaled to keep the data's energy) and kept fixed; random and
   fixed (a Gaussian matrix, or random Fourier multipliers); learned with the dictionary from
-  the identity.
+  the identity; set from the current dictionary by `eqs.gram_whitening` (A = (D D*)^{-1/2},
+  per Fourier mode for functions) and rebuilt every `REFRESH` steps.
 
 An SAE and its lifted forms (and an SAE-FNO and its lifted forms) are trained on the same
-data, from the same kind of random start, with the same encoder (unrolled FISTA), penalty,
-optimiser, batches and number of steps, on three problems:
+data, with the same defaults (a start from the data, `eqs.init_from_data`, and the data's scale,
+`sae.with_scale_of`, one per problem), encoder (unrolled FISTA), penalty, optimiser (Adam; a
+refreshed lift changes between steps, the optimiser's state carries on), batches and number of
+steps, on three problems:
 
 - vectors: the sparse vector model, m = 32, p = 64, s = 3, Gaussian atoms; lifted to h = 32
   and h = 64 channels;
@@ -27,15 +30,21 @@ tied ones) against the training step (mean sine distance and fraction with |cos|
 steps and wall time to 90% and 99% recovered, the mutual coherence and the condition number of
 the Gram matrix of the effective atoms and of the atoms inference works with (D, D_l in the
 lifted space, or A D), and the iterations sparse inference needs to reach a tolerance
-(FixedPoint, FISTA with restarts, relative tolerance 1e-5), before and after training.
+(FixedPoint, FISTA with restarts, relative tolerance 1e-5), before and after training, against
+the condition number of the metric-weighted Gram D* M D of inference (for functions per
+Fourier mode: max_f lambda_max / min_f lambda_min over the kept modes, on the range) and
+against kappa_S = lambda_max(D* M D) / lambda_min(D_S* M D_S) on the support S of each
+converged code (median over the test signals).
 
-    python examples/experiments/lifting.py           # about 15 minutes on 2 CPU cores
+    python examples/experiments/lifting.py           # about 20 minutes on 2 CPU cores
     python examples/experiments/lifting.py --quick   # the vector problem only, 100 steps (CI)
 """
 
+import dataclasses
 import sys
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import matplotlib.pyplot as plt
@@ -48,16 +57,20 @@ if __package__ in (None, ""):
 import _common as common
 
 SETTINGS = {
-    # penalty, unrolled FISTA steps, l1 weight of the loss, batch size, learning rate
-    "vectors": dict(lam=0.3, unrolled=30, l1=0.0, batch=128, lr=1e-2),
-    "coherent vectors": dict(lam=0.3, unrolled=30, l1=0.0, batch=128, lr=1e-2),
-    "functions": dict(lam=0.1, unrolled=50, l1=0.03, batch=32, lr=1e-2),
+    # penalty, unrolled FISTA steps, l1 weight of the loss, batch size, learning rate; lam and
+    # l1 refer to data of unit mean energy (the models carry the data's scale, 2.65 for the
+    # vectors and 1.53 for the functions): the same penalties as 0.3 and 0.1 (l1 0.03) in the
+    # data's units
+    "vectors": dict(lam=0.11, unrolled=30, l1=0.0, batch=128, lr=1e-2),
+    "coherent vectors": dict(lam=0.11, unrolled=30, l1=0.0, batch=128, lr=1e-2),
+    "functions": dict(lam=0.065, unrolled=50, l1=0.02, batch=32, lr=1e-2),
 }
 M, P, S = 32, 64, 3  # vector problem: dimension, atoms, active atoms per sample
 N, CONCEPTS, BANDWIDTH = 64, 4, 8  # function problem: grid, concepts, their band
 # the models compared: the unlifted one (0), untied lifts to width h (for vectors h = 2m = p
-# makes the lifted dictionary square), and tied lifts chosen three ways
-TIED = ("whitened", "random", "learned")
+# makes the lifted dictionary square), and tied lifts chosen four ways
+TIED = ("whitened", "random", "learned", "gram")
+REFRESH = 100  # steps between the rebuilds of the "gram" lift from the current dictionary
 VARIANTS = {
     "vectors": [0, M, 2 * M, *TIED],
     "coherent vectors": [0, M, 2 * M, *TIED],
@@ -94,15 +107,18 @@ def ground_truth(setting: str, key, examples: int):
 
 def name_of(setting: str, variant) -> str:
     base = "SAE-FNO" if setting == "functions" else "SAE"
+    if variant == "gram":
+        return base + f", tied, Gram (every {REFRESH})"
     if variant in TIED:
         return base + f", tied, {variant}"
     return base + (f", lifted h={variant}" if variant else "")
 
 
 def tied_lift(setting: str, how: str, grid: eqs.Grid, train, key):
-    """The tied lift A of one seed: whitening its training data (fixed), random (fixed), or
-    the identity (learned). For functions A acts per Fourier mode (a pointwise lift of one
-    channel is a scalar and cannot precondition)."""
+    """The tied lift A of one seed: whitening its training data (fixed), random (fixed), the
+    identity (learned), or the identity (fixed) that `start` replaces by the Gram whitening of
+    the started dictionary ("gram"). For functions A acts per Fourier mode (a pointwise lift of
+    one channel is a scalar and cannot precondition)."""
     modes = BANDWIDTH + 1 if setting == "functions" else None
     if how == "whitened":
         return eqs.whitening(train, grid, modes=modes)
@@ -114,7 +130,7 @@ def tied_lift(setting: str, how: str, grid: eqs.Grid, train, key):
         identity = jnp.zeros_like(lift.weight).at[0].set(1.0)
         weight = lift.weight if how == "random" else identity
     lift = eqx.tree_at(lambda layer: layer.weight, lift, weight)
-    return eqs.Frozen(lift) if how == "random" else lift
+    return lift if how == "learned" else eqs.Frozen(lift)
 
 
 @eqx.filter_jit
@@ -140,6 +156,25 @@ def build(setting: str, variant, grid: eqs.Grid, key, lift=None) -> eqs.SAE:
     return eqs.SAE(encoder, dictionary.normalise(grid))
 
 
+def start(model: eqs.SAE, variant, train, grid: eqs.Grid, scale: float, key) -> eqs.SAE:
+    """The robust-recovery defaults, for every variant alike: atoms from the data
+    (`init_from_data`: the concepts D of a tied model, the effective atoms of an untied one)
+    and the data's scale; for "gram" the lift is then set from the started dictionary."""
+    dictionary = eqs.init_from_data(model.dictionary, train, grid, key=key)
+    if variant == "gram":
+        dictionary = regram(dictionary, grid)
+    return dataclasses.replace(model, dictionary=dictionary, scale=scale)
+
+
+def regram(dictionary: eqs.Tied, grid: eqs.Grid) -> eqs.Tied:
+    """The tied dictionary with its lift rebuilt from its concepts: (D D*)^{-1/2}, fixed."""
+    return eqx.tree_at(lambda d: d.lifting, dictionary, eqs.gram_whitening(dictionary, grid))
+
+
+def regram_model(model: eqs.SAE, grid: eqs.Grid) -> eqs.SAE:
+    return dataclasses.replace(model, dictionary=regram(model.dictionary, grid))
+
+
 @eqx.filter_jit
 def atom_sets(models: eqs.SAE, grid: eqs.Grid):
     """The effective atoms of every member, and the atoms that sparse inference works with."""
@@ -153,9 +188,62 @@ def atom_sets(models: eqs.SAE, grid: eqs.Grid):
     return eqx.filter_vmap(one)(models)
 
 
-def conditioning(models: eqs.SAE, seeds: int, grid: eqs.Grid) -> list[dict]:
+@eqx.filter_jit
+def inference_matrices(models: eqs.SAE, grid: eqs.Grid):
+    """The matrix of the operator that sparse inference works with (D, D_l or A D, not
+    normalised) for every member: one row per code entry (concept, and for functions position),
+    shape (members, code entries, signal entries)."""
+
+    def one(model):
+        dictionary = model.dictionary
+        _, inference = dictionary.lift(jnp.zeros((dictionary.channels, *grid.shape)), grid)
+        shape = inference.code_shape(grid)
+        units = jnp.eye(int(np.prod(shape))).reshape(-1, *shape)
+        return jax.vmap(lambda z: inference(z, grid).ravel())(units)
+
+    return eqx.filter_vmap(one)(models)
+
+
+def operator_condition(matrix, grid: eqs.Grid, modes: int | None) -> float:
+    """The condition number of the metric-weighted Gram D* M D of inference on its range. On
+    vectors, of the p x p Gram of the rows (lambda_max / lambda_r, r = min(p, h)). On 1-D
+    functions (shift-invariant atoms, `modes` kept) the Gram acts per Fourier mode f as
+    K(f)^H K(f) with K(f) the h x p matrix of the atoms' Fourier coefficients: max_f
+    lambda_max / min_f lambda_r over the kept modes, r = min(h, p). (The Gram of the unshifted
+    atoms, `common.gram_condition`, cannot see a preconditioner that varies with frequency.)"""
+    matrix = np.asarray(matrix, np.float64)
+    if grid.ndim == 0:
+        values = np.linalg.eigvalsh(matrix @ matrix.T)[::-1]
+        return float(values[0] / max(values[min(matrix.shape) - 1], np.finfo(float).tiny))
+    n = grid.shape[0]
+    atoms = matrix.reshape(-1, n, matrix.shape[1] // n, n)[:, 0]  # (p, h, n): at position 0
+    coefficients = np.fft.rfft(atoms, axis=-1)[..., :modes]  # (p, h, K)
+    per_mode = np.moveaxis(coefficients, -1, 0)  # (K, p, h)
+    gram = np.conj(np.swapaxes(per_mode, -1, -2)) @ per_mode  # (K, h, h): same non-zero spectrum
+    values = np.linalg.eigvalsh(gram)[:, ::-1][:, : min(atoms.shape[:2])]
+    return float(values.max() / max(values.min(), np.finfo(float).tiny))
+
+
+def support_condition(matrix, codes) -> float:
+    """Median over signals of kappa_S = lambda_max(D* M D) / lambda_min(D_S* M D_S), S the
+    support of the signal's converged code (lambda_min floored at 1e-12 lambda_max)."""
+    matrix = np.asarray(matrix, np.float64)
+    gram = matrix @ matrix.T
+    top = np.linalg.eigvalsh(gram)[-1]
+    kappas = []
+    for code in np.asarray(codes).reshape(len(codes), -1):
+        support = np.flatnonzero(code != 0)
+        if support.size:
+            low = np.linalg.eigvalsh(gram[np.ix_(support, support)])[0]
+            kappas.append(top / max(low, 1e-12 * top))
+    return float(np.median(kappas)) if kappas else float("nan")
+
+
+def conditioning(models: eqs.SAE, seeds: int, grid: eqs.Grid, codes) -> list[dict]:
     effective, inference = (np.asarray(a) for a in atom_sets(models, grid))
+    matrices = np.asarray(inference_matrices(models, grid))
     shifts = grid.ndim > 0
+    modes = BANDWIDTH + 1 if shifts else None
     return [
         {
             "coherence": eqs.metrics.mutual_coherence(effective[s], shift_invariant=shifts),
@@ -164,20 +252,25 @@ def conditioning(models: eqs.SAE, seeds: int, grid: eqs.Grid) -> list[dict]:
                 inference[s], shift_invariant=shifts
             ),
             "inference_gram_condition": common.gram_condition(inference[s]),
+            "inference_condition": operator_condition(matrices[s], grid, modes),
+            "support_condition": support_condition(matrices[s], codes[s]),
         }
         for s in range(seeds)
     ]
 
 
-def iterations(models: eqs.SAE, count: int, test, grid: eqs.Grid, lam: float) -> np.ndarray:
-    """Mean iterations of FISTA with restarts to a relative tolerance of 1e-5, per member."""
+def iterations(models: eqs.SAE, count: int, test, grid: eqs.Grid, lam: float):
+    """Mean iterations of FISTA with restarts to a relative tolerance of 1e-5, the fraction
+    converged, per member, and the codes."""
     encoder = eqs.FixedPoint(eqs.SoftThreshold(lam), rtol=1e-5, atol=1e-5, max_steps=3000)
     solvers = eqs.stack(
-        [eqs.SAE(encoder, common.member(models, i).dictionary) for i in range(count)]
+        [dataclasses.replace(common.member(models, i), encoder=encoder) for i in range(count)]
     )
-    _, _, diagnostics = common.infer(solvers, test, grid)
-    return np.asarray(jnp.mean(diagnostics.steps, axis=1)), np.asarray(
-        jnp.mean(diagnostics.converged, axis=1)
+    _, codes, diagnostics = common.infer(solvers, test, grid)
+    return (
+        np.asarray(jnp.mean(diagnostics.steps, axis=1)),
+        np.asarray(jnp.mean(diagnostics.converged, axis=1)),
+        np.asarray(codes),
     )
 
 
@@ -189,6 +282,7 @@ def run(
     grid = truths[0][0]
     train = jnp.stack([t[1] for t in truths])
     test = jnp.stack([t[2] for t in truths])
+    scale = float(eqs.data_scale(train.reshape(-1, *train.shape[2:]), grid))  # one per problem
     true_atoms = [np.asarray(t[3]).reshape((len(t[3]), -1) + grid.shape) for t in truths]
     if grid.ndim == 0:
         true_atoms = [a.reshape(len(a), -1) for a in true_atoms]
@@ -210,7 +304,14 @@ def run(
         ]
         models = eqs.stack(
             [
-                build(setting, variant, grid, jr.fold_in(jr.fold_in(key, 1000), s), lifts[s])
+                start(
+                    build(setting, variant, grid, jr.fold_in(jr.fold_in(key, 1000), s), lifts[s]),
+                    variant,
+                    train[s],
+                    grid,
+                    scale,
+                    jr.fold_in(jr.fold_in(key, 4000), s),
+                )
                 for s in range(seeds)
             ]
         )
@@ -223,8 +324,13 @@ def run(
             curve["sine_distance"].append([r.mean_sine_distance for r in found])
             curve["recovered"].append([r.fraction for r in found])
 
-        before = conditioning(models, seeds, grid)
-        iterations_before, _ = iterations(models, seeds, test, grid, config["lam"])
+        def refresh(step, models):
+            if variant != "gram" or step % REFRESH:
+                return models
+            return eqs.stack([regram_model(common.member(models, s), grid) for s in range(seeds)])
+
+        iterations_before, _, codes = iterations(models, seeds, test, grid, config["lam"])
+        before = conditioning(models, seeds, grid, codes)
         timer = common.Timer()
         models, history = common.train(
             models,
@@ -238,10 +344,11 @@ def run(
             key=jr.fold_in(key, 2000),
             every=every,
             evaluate=evaluate,
+            refresh=refresh,
         )
         seconds = timer()
-        after = conditioning(models, seeds, grid)
-        iterations_after, converged = iterations(models, seeds, test, grid, config["lam"])
+        iterations_after, converged, codes = iterations(models, seeds, test, grid, config["lam"])
+        after = conditioning(models, seeds, grid, codes)
         recovered = np.asarray(curve["recovered"])  # (evaluations, seeds)
         reach, reach99 = (
             [common.first_reaching(curve["step"], recovered[:, s], level) for s in range(seeds)]
@@ -284,6 +391,10 @@ def rows_of(results: dict) -> list[dict]:
                     "cond": r["after"]["gram_condition"]["mean"],
                     "mu_inf": r["after"]["inference_coherence"]["mean"],
                     "cond_inf": r["after"]["inference_gram_condition"]["mean"],
+                    "kappa0": r["before"]["inference_condition"]["mean"],
+                    "kappa": r["after"]["inference_condition"]["mean"],
+                    "kappa_s0": r["before"]["support_condition"]["mean"],
+                    "kappa_s": r["after"]["support_condition"]["mean"],
                     "it0": r["iterations_before"]["mean"],
                     "it": r["iterations_after"]["mean"],
                     "seconds": r["train_seconds"],
@@ -309,9 +420,10 @@ COLUMNS = [
     ("reach", "steps to 90%", ""),
     ("reach99", "steps to 99%", ""),
     ("mu", "coherence", ".3f"),
-    ("cond", "Gram cond", ".3g"),
-    ("mu_inf", "coh. (inference)", ".3f"),
-    ("cond_inf", "cond (inference)", ".3g"),
+    ("kappa0", "cond (start)", ".3g"),
+    ("kappa", "cond (trained)", ".3g"),
+    ("kappa_s0", "kappa_S (start)", ".3g"),
+    ("kappa_s", "kappa_S (trained)", ".3g"),
     ("it0", "iters (start)", ".0f"),
     ("it", "iters (trained)", ".0f"),
     ("seconds", "train s", ".0f"),
