@@ -210,18 +210,19 @@ def operator_condition(matrix, grid: eqs.Grid, modes: int | None) -> float:
     functions (shift-invariant atoms, `modes` kept) the Gram acts per Fourier mode f as
     K(f)^H K(f) with K(f) the h x p matrix of the atoms' Fourier coefficients: max_f
     lambda_max / min_f lambda_r over the kept modes, r = min(h, p). (The Gram of the unshifted
-    atoms, `common.gram_condition`, cannot see a preconditioner that varies with frequency.)"""
+    atoms, `common.gram_condition`, cannot see a preconditioner that varies with frequency.)
+    lambda_r is floored at 1e-16 lambda_max: a singular Gram reads 1e16."""
     matrix = np.asarray(matrix, np.float64)
     if grid.ndim == 0:
         values = np.linalg.eigvalsh(matrix @ matrix.T)[::-1]
-        return float(values[0] / max(values[min(matrix.shape) - 1], np.finfo(float).tiny))
+        return float(values[0] / max(values[min(matrix.shape) - 1], 1e-16 * values[0]))
     n = grid.shape[0]
     atoms = matrix.reshape(-1, n, matrix.shape[1] // n, n)[:, 0]  # (p, h, n): at position 0
     coefficients = np.fft.rfft(atoms, axis=-1)[..., :modes]  # (p, h, K)
     per_mode = np.moveaxis(coefficients, -1, 0)  # (K, p, h)
     gram = np.conj(np.swapaxes(per_mode, -1, -2)) @ per_mode  # (K, h, h): same non-zero spectrum
     values = np.linalg.eigvalsh(gram)[:, ::-1][:, : min(atoms.shape[:2])]
-    return float(values.max() / max(values.min(), np.finfo(float).tiny))
+    return float(values.max() / max(values.min(), 1e-16 * values.max()))
 
 
 def support_condition(matrix, codes) -> float:
