@@ -201,24 +201,24 @@ def gram_whitening(
     a scale), the inverse square root of the Gram operator of the atoms, so that the
     metric-weighted Gram of inference,
 
-    $$D^* A^* A D \propto D^* (D D^*)^{-1} D,$$
+    $$D^* A^* A D \\propto D^* (D D^*)^{-1} D,$$
 
     is the orthogonal projector onto the row space of $D$: all its non-zero eigenvalues are
     equal, whatever the atoms' correlations (condition number 1 on its range). It is
     `whitening` of data with uncorrelated codes of equal power drawn from $D$, whose second
     moment is $D D^*$ up to a scale, and is computed so: `whitening(dictionary.atoms(grid),
     grid, modes=...)`. The scale keeps the atoms' mean energy,
-    $\frac1p\sum_k \|A d_k\|^2 = \frac1p\sum_k \|d_k\|^2$.
+    $\\frac1p\\sum_k \\|A d_k\\|^2 = \\frac1p\\sum_k \\|d_k\\|^2$.
 
     The dictionary changes in training; to follow it, rebuild the lift from the current
     dictionary every $k$ steps (`dataclasses.replace` or `eqx.tree_at` on the `Tied`'s
     `lifting`), as `examples/experiments/lifting.py` does.
 
     - For a `Dense` dictionary on vectors (`grid = Grid(())`) $A$ is the dense
-      $c \times c$ matrix $(D D^\top)^{-1/2}$ (`Pointwise`); on functions with `modes=None` it
+      $c \\times c$ matrix $(D D^\\top)^{-1/2}$ (`Pointwise`); on functions with `modes=None` it
       is the matrix of the atoms' channel covariance.
     - For a `Spectral` dictionary (and any with `modes=K`), the Gram operator of the shifted
-      atoms acts per Fourier mode, $(D D^*)(f) = \sum_k \hat d_k(f) \hat d_k(f)^H$, and $A$ is
+      atoms acts per Fourier mode, $(D D^*)(f) = \\sum_k \\hat d_k(f) \\hat d_k(f)^H$, and $A$ is
       the `SpectralConv` with multipliers $(D D^*)(f)^{-1/2}$, keeping the dictionary's modes
       by default.
     - A `Tied` dictionary is whitened by its concepts $D$ (its atoms).

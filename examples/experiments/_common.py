@@ -156,8 +156,8 @@ def recovery(true_atoms, atoms, grid: eqs.Grid, *, upsample: int = 4) -> eqs.met
 def gram_condition(atoms) -> float:
     """The condition number of the Gram matrix $A A^T$ of the atoms (flattened), on its range:
     $\\lambda_{max} / \\lambda_r$ over the $r = \\min(p, \\dim)$ largest eigenvalues (the Gram
-    matrix of more atoms than dimensions is singular); $\lambda_r$ is floored at
-    $10^{-16} \lambda_{max}$, so a singular Gram on the range reads $10^{16}$, not infinity."""
+    matrix of more atoms than dimensions is singular); $\\lambda_r$ is floored at
+    $10^{-16} \\lambda_{max}$, so a singular Gram on the range reads $10^{16}$, not infinity."""
     flat = np.asarray(atoms, np.float64).reshape(len(atoms), -1)
     flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
     eig = np.linalg.eigvalsh(flat @ flat.T)[::-1]
