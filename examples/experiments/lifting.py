@@ -404,6 +404,41 @@ def rows_of(results: dict) -> list[dict]:
     return rows
 
 
+def theory_rows(results: dict) -> list[dict]:
+    """The rate check: for every tied model, the iteration ratio (plain / tied) that
+    iterations ~ sqrt(kappa) log(1/eps) predicts from the full condition number and from
+    kappa_S, against the measured ratio, at the start and after training (means over seeds)."""
+    rows = []
+    for setting, result in results.items():
+        plain = result[name_of(setting, 0)]
+        for variant in TIED:
+            r = result.get(name_of(setting, variant))
+            if r is None:
+                continue
+            row = {"setting": setting, "model": name_of(setting, variant)}
+            for when, suffix in (("before", "0"), ("after", "")):
+                full = [x[when]["inference_condition"]["mean"] for x in (plain, r)]
+                support = [x[when]["support_condition"]["mean"] for x in (plain, r)]
+                its = [x[f"iterations_{when}"]["mean"] for x in (plain, r)]
+                row["full" + suffix] = float(np.sqrt(full[0] / full[1]))
+                row["support" + suffix] = float(np.sqrt(support[0] / support[1]))
+                row["measured" + suffix] = its[0] / its[1]
+            rows.append(row)
+    return rows
+
+
+THEORY_COLUMNS = [
+    ("setting", "setting", ""),
+    ("model", "model", ""),
+    ("full0", "sqrt cond ratio (start)", ".2f"),
+    ("support0", "sqrt kappa_S ratio (start)", ".2f"),
+    ("measured0", "iteration ratio (start)", ".2f"),
+    ("full", "sqrt cond ratio (trained)", ".2f"),
+    ("support", "sqrt kappa_S ratio (trained)", ".2f"),
+    ("measured", "iteration ratio (trained)", ".2f"),
+]
+
+
 def _reach(steps: list, seconds_per_step: float) -> str:
     """Mean steps (and seconds) to a level over the seeds that reached it, and how many did."""
     reached = [s for s in steps if s is not None]
@@ -454,7 +489,9 @@ def figure(results: dict):
 def main(argv=None) -> dict:
     args = common.parser(__doc__).parse_args(argv)
     if args.replot:
-        return common.replot(args.out, "lifting", lambda n: figure(n["settings"]))
+        numbers = common.replot(args.out, "lifting", lambda n: figure(n["settings"]))
+        print(common.table(theory_rows(numbers["settings"]), THEORY_COLUMNS))
+        return numbers
     seeds = common.seeds_of(args, default=5)
     timer = common.Timer()
     key = jr.key(0)
@@ -470,8 +507,16 @@ def main(argv=None) -> dict:
         variants = [0, 2 * M, *TIED] if args.quick else VARIANTS[setting]
         results[setting] = run(setting, variants, seeds, steps, every, examples, jr.fold_in(key, i))
     rows = rows_of(results)
+    theory = theory_rows(results)
     print(common.table(rows, COLUMNS))
-    numbers = {"seeds": seeds, "quick": args.quick, "settings": results, "table": rows}
+    print(common.table(theory, THEORY_COLUMNS))
+    numbers = {
+        "seeds": seeds,
+        "quick": args.quick,
+        "settings": results,
+        "table": rows,
+        "theory": theory,
+    }
     return common.write(args.out, "lifting", numbers, figure(results), timer())
 
 

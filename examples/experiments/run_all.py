@@ -34,8 +34,10 @@ def summary(numbers: dict) -> str:
         "## 1. Lifting as a preconditioner",
         "",
         f"Mean over {lift['seeds']} seeds; steps to 90%: mean over the seeds that got there "
-        "(how many did). Coherence and condition number of the trained effective atoms and of the "
-        "atoms inference works with; iterations of FISTA to tolerance before and after training.",
+        "(how many did). Coherence of the trained effective atoms; condition number of the "
+        "metric-weighted Gram of inference (per Fourier mode for functions) and kappa_S on the "
+        "support of the converged codes, at the start and after training; iterations of FISTA "
+        "to tolerance at the start and after training.",
         "",
         common.markdown_table(lift["table"], lifting.COLUMNS),
         "",
