@@ -4,7 +4,9 @@ codes on the grid) against warm (coarse to fine with `multigrid_infer`).
 The SAE-FNO's kernels are the true band-limited concepts (so the numbers are about inference,
 not about training); signals hold `--spikes` spikes on the lattice of the training grid
 (n = 64 in 1-D, 32^2 in 2-D), or anywhere with `--off-lattice`. Every grid solves the same
-lasso, lambda = 0.1, to rtol = atol = 1e-5 with the accelerated fixed-point solver.
+lasso, lambda = 0.1, to rtol = atol = 1e-5 with the accelerated fixed-point solver, which for
+the lasso also requires a relative duality gap within 1e-5 (a test that means the same on every
+grid), in at most `--max-steps` iterations.
 
     python benchmarks/warm_start.py               # 1-D n = 64..1024 and 2-D 32^2..256^2
     python benchmarks/warm_start.py --dims 1 --off-lattice
@@ -13,6 +15,7 @@ lasso, lambda = 0.1, to rtol = atol = 1e-5 with the accelerated fixed-point solv
 
 import argparse
 import sys
+import time
 
 import equinox as eqx
 import jax
@@ -47,6 +50,16 @@ def warm(sae: eqs.SAE, signals, grid: eqs.Grid):
     return jax.vmap(lambda x: eqs.multigrid_infer(sae, x, grid, tol=TOL))(signals)[1:]
 
 
+def time_cold(fn, grid: eqs.Grid, repeats: int) -> float:
+    """Best-of wall time; on grids of more than 4096 points, where cold solves run for
+    thousands of iterations, one timed call (the program is compiled already)."""
+    if grid.size <= 4096:
+        return best_of(fn, repeats)
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
 def f1(sample, codes, grid: eqs.Grid, train: int) -> float:
     tolerance = max(1, grid.shape[0] // train)
     threshold = 0.05 / grid.weight
@@ -55,7 +68,9 @@ def f1(sample, codes, grid: eqs.Grid, train: int) -> float:
     ]
 
 
-def study(ndim: int, off_lattice: bool, spikes: int, batch: int, repeats: int) -> list[dict]:
+def study(
+    ndim: int, off_lattice: bool, spikes: int, batch: int, repeats: int, max_steps: int
+) -> list[dict]:
     train, sizes, bandwidth = (
         (64, [64, 128, 256, 512, 1024], 8) if ndim == 1 else (32, [32, 64, 128, 256], 4)
     )
@@ -67,14 +82,16 @@ def study(ndim: int, off_lattice: bool, spikes: int, batch: int, repeats: int) -
     trained = eqs.SAE(
         eqs.Unrolled(eqs.SoftThreshold(LAMBDA), 50), true_dictionary(functions, grid0)
     )
-    to_tolerance = trained.with_encoder(eqs.FixedPoint.from_encoder(trained.encoder, tol=TOL))
+    to_tolerance = trained.with_encoder(
+        eqs.FixedPoint.from_encoder(trained.encoder, tol=TOL, max_steps=max_steps)
+    )
     rows = []
     for n in sizes:
         grid = eqs.Grid((n,) * ndim)
         sample = model.sample(jr.key(1), batch, grid)
         cold_codes, cold_info = cold(to_tolerance, sample.signals, grid)
         warm_codes, warm_info = warm(trained, sample.signals, grid)
-        cold_s = best_of(lambda: cold(to_tolerance, sample.signals, grid), repeats)
+        cold_s = time_cold(lambda: cold(to_tolerance, sample.signals, grid), grid, repeats)
         warm_s = best_of(lambda: warm(trained, sample.signals, grid), repeats)
         rows.append(
             {
@@ -117,7 +134,7 @@ def table(ndim: int, rows: list[dict]) -> str:
     lines.append("")
     lines.append(
         f"Finest grid, warm-started: {last['warm_steps']:.0f} median steps against "
-        f"{first['cold_steps']:.0f} cold at the training grid ({ratio:.2f}x; goal <= 2x: "
+        f"{first['cold_steps']:.0f} cold at the training grid ({ratio:.3f}x; goal <= 2x: "
         f"{'holds' if ratio <= 2 else 'does not hold'})."
     )
     return "\n".join(lines)
@@ -132,11 +149,12 @@ def main() -> None:
     parser.add_argument("--spikes", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=20_000, help="iteration budget")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
     sections = []
     for ndim in args.dims:
-        rows = study(ndim, args.off_lattice, args.spikes, args.batch, args.repeats)
+        rows = study(ndim, args.off_lattice, args.spikes, args.batch, args.repeats, args.max_steps)
         where = "anywhere (off the lattice)" if args.off_lattice else "on the training lattice"
         title = (
             f"**{ndim}-D, trained at {rows[0]['n']}{'' if ndim == 1 else '²'}, {args.spikes} "
@@ -155,7 +173,8 @@ def main() -> None:
             "spacing."
         )
         append(
-            "Warm starts: inference to a tolerance against the grid",
+            "Warm starts: inference to a tolerance against the grid"
+            + (" (off the lattice)" if args.off_lattice else ""),
             " ".join(["python", *sys.argv]),
             note + "\n\n" + text,
         )

@@ -19,6 +19,7 @@ from ._dictionaries import (
 )
 from ._encoders import (
     AbstractEncoder as AbstractEncoder,
+    Alternating as Alternating,
     Amortised as Amortised,
     Diagnostics as Diagnostics,
     FixedPoint as FixedPoint,
@@ -68,6 +69,7 @@ from ._sparsity import (
     SoftThreshold as SoftThreshold,
     TopK as TopK,
 )
+from ._stopping import DictionarySettled as DictionarySettled
 from .train import (
     InferenceWarning as InferenceWarning,
     NonFiniteLossError as NonFiniteLossError,

@@ -14,19 +14,25 @@ class MultigridDiagnostics(eqx.Module):
     """How coarse-to-fine inference went, level by level (coarsest first).
 
     - `shapes`: the grid of every level, the last one the grid of the signal.
-    - `steps`, `converged`, `residual`: the `Diagnostics` of every level, stacked on the last
-      axis (after `jax.vmap`, examples on the first).
+    - `steps`, `converged`, `residual`, `gap`: the `Diagnostics` of every level, stacked on
+      the last axis (after `jax.vmap`, examples on the first).
     """
 
     shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
     steps: Int[Array, " levels"]
     converged: Bool[Array, " levels"]
     residual: Float[Array, " levels"]
+    gap: Float[Array, " levels"]
 
     @property
     def finest(self) -> Diagnostics:
         """The `Diagnostics` on the grid of the signal (of one example)."""
-        return Diagnostics(self.steps[..., -1], self.converged[..., -1], self.residual[..., -1])
+        return Diagnostics(
+            self.steps[..., -1],
+            self.converged[..., -1],
+            self.residual[..., -1],
+            self.gap[..., -1],
+        )
 
     @property
     def work(self) -> Float[Array, " "]:
@@ -140,5 +146,6 @@ def multigrid_infer(
         jnp.stack([d.steps for d in diagnostics], axis=-1),
         jnp.stack([d.converged for d in diagnostics], axis=-1),
         jnp.stack([d.residual for d in diagnostics], axis=-1),
+        jnp.stack([d.gap for d in diagnostics], axis=-1),
     )
     return reconstruction, codes, stacked

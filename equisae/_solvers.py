@@ -23,6 +23,13 @@ class AcceleratedFixedPoint(optx.AbstractFixedPointSolver):
     It stops when $\\mathrm{rms}(T(w) - w) \\le$ `atol` + `rtol` $\\cdot \\mathrm{rms}(T(w))$ and
     returns $T(w)$, so the implicit function theorem is applied at a point that $T$ moves by less
     than the tolerance. Plain fixed-point iteration needs thousands of steps on the lasso.
+
+    That test compares a step with the size of the iterate, which on fine grids can be met
+    far from the solution (a spike of codes is worth $N$ times its mass). A map that returns,
+    as its `aux`, a scalar certificate (an upper bound on the relative suboptimality of its
+    input, such as the lasso's relative duality gap beyond its rounding error: `FixedPoint`
+    passes one) is also required to bring it to at most `rtol`; an `aux` of NaN (no
+    certificate) is ignored.
     """
 
     rtol: float
@@ -38,6 +45,8 @@ class AcceleratedFixedPoint(optx.AbstractFixedPointSolver):
         change = jax.tree.map(lambda a, b: a - b, new, y)
         scale = self.atol + self.rtol * self.norm(new)
         error = self.norm(change) / scale
+        if isinstance(aux, jax.Array) and aux.shape == ():  # a certificate (NaN: none)
+            error = jnp.maximum(error, jnp.where(jnp.isnan(aux), 0.0, aux / self.rtol))
         momentum = (1 + jnp.sqrt(1 + 4 * state.momentum**2)) / 2
         beta = (state.momentum - 1) / momentum
         step = jax.tree.map(lambda a, b: a - b, new, state.previous)

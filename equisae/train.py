@@ -22,6 +22,7 @@ from ._grid import Grid
 from ._io import CheckpointError, read_training, save_training
 from ._losses import SAELoss
 from ._sae import SAE
+from ._stopping import DictionarySettled
 
 Loss = Callable[[SAE, Array, Grid], tuple[Array, dict[str, Array]]]
 Step = Callable[[SAE, PyTree, Array, Grid], tuple[SAE, PyTree, Array, dict[str, Array]]]
@@ -410,6 +411,7 @@ def fit(
     checkpoint_every: int | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     resume_from: str | os.PathLike | None = None,
+    stop: DictionarySettled | None = None,
 ) -> tuple[SAE, dict[str, np.ndarray] | list[dict[str, np.ndarray]]]:
     """Train `model` for `steps` optimiser steps.
 
@@ -450,6 +452,8 @@ def fit(
       training state (position in the data, history) every that many steps, atomically.
     - `resume_from`: a checkpoint written by this function; training continues from its step
       exactly as if it had not stopped (for array data).
+    - `stop`: `DictionarySettled(every, rtol)` ends training before `steps` once the atoms
+      move by at most `rtol` (relative) in `every` steps; the history then ends at that step.
 
     **Returns:** the trained model and its history: a dict with one entry per step — `step`,
     `loss`, `seconds` (wall time since the start at the end of the step, interpolated within a
@@ -467,6 +471,8 @@ def fit(
     the exact step, whatever the chunk).
     """
     _check_settings(steps, chunk, resample_every, checkpoint_every, checkpoint_path)
+    if stop is not None and not isinstance(stop, DictionarySettled):
+        raise ValueError(f"stop must be a DictionarySettled, got {type(stop).__name__}.")
     data_key, resample_key = jr.split(key)
     source = Batches(data, batch_size, data_key, grid)
     batch_sharding = _batch_sharding(mesh, batch_axis, source.batch_size)
@@ -477,6 +483,8 @@ def fit(
     )
     init_fn = eqx.filter_jit(functools.partial(_init, optimizer, sweep))
     resample_fn = eqx.filter_jit(functools.partial(_resample, sweep))
+    atoms_fn = eqx.filter_jit(functools.partial(_atoms, sweep))
+    settled_atoms = None  # the atoms at the last check of `stop`
 
     if resume_from is not None:
         model, opt_state, training = read_training(resume_from, model, init_fn(model))
@@ -499,7 +507,8 @@ def fit(
             gather = jax.device_put(gather, replicated)
 
     length = source.longest_chunk(min(chunk or MAX_CHUNK, steps - start_step))
-    schedule = _Schedule(chunk, length, steps, resample_every, checkpoint_every)
+    every = None if stop is None else stop.every
+    schedule = _Schedule(chunk, length, steps, resample_every, checkpoint_every, every)
     place = _chunk_placement(mesh, batch_axis, source.on_device)
     global_batch = jax.process_count() if mesh is not None else 1  # examples per local one
     warned = False
@@ -562,7 +571,18 @@ def fit(
                 training = history.state(end, Batches.state(current))
                 save_training(checkpoint_path, model, opt_state, training)
             step, last = end, now
+            if stop is not None and end % stop.every == 0 and end < steps:
+                atoms = np.asarray(atoms_fn(model, source.grid))
+                if settled_atoms is not None and stop.settled(settled_atoms, atoms, int(sweep)):
+                    break
+                settled_atoms = atoms
     return model, history.result(sweep)
+
+
+def _atoms(sweep: bool, model: SAE, grid: Grid) -> Array:
+    if sweep:
+        return eqx.filter_vmap(lambda m: m.dictionary.atoms(grid))(model)
+    return model.dictionary.atoms(grid)
 
 
 def _batch_sharding(mesh, batch_axis: str, batch_size: int | None):

@@ -135,3 +135,109 @@ def test_amortised_encoders_must_produce_codes_of_the_dictionarys_shape():
     encoder = eqs.Amortised(eqs.SpectralConv(2, 4, 8, key=jr.key(1)), eqs.NonNegSoftThreshold())
     with pytest.raises(ValueError, match=r"expects \(3, 32\)"):
         encoder(jnp.zeros((2, 32)), dictionary, grid)
+
+
+# the duality gap of the lasso
+
+
+def _lasso_objective(codes, x, dictionary, grid, lam):
+    """$\\frac12\\|x - Dz\\|^2 + \\lambda\\|z\\|_{L^1}$, codes as measures on their grid."""
+    code_grid = eqs.Grid(codes.shape[1:])
+    fit = 0.5 * grid.norm(x - dictionary(codes, grid)) ** 2
+    return fit + lam * code_grid.weight * jnp.sum(jnp.abs(codes))
+
+
+@pytest.mark.parametrize("kind", ["vector", "function"])
+@pytest.mark.parametrize("steps", [1, 5, 20])
+def test_the_duality_gap_bounds_how_far_the_objective_is_from_the_optimum(kind, steps):
+    """(P(z) - P*) / P(z) <= gap(z) for the codes after any number of steps, and the gap of
+    the optimum is below 1e-5: the gap is a certificate, not an estimate."""
+    grid, dictionary, x = _problem(kind)
+    lam = 0.2
+    early, info = eqx.filter_jit(eqs.Unrolled(eqs.SoftThreshold(lam), steps).infer)(
+        x, dictionary, grid
+    )
+    optimum, best = eqx.filter_jit(eqs.Unrolled(eqs.SoftThreshold(lam), 3000).infer)(
+        x, dictionary, grid
+    )
+    p_early = _lasso_objective(early, x, dictionary, grid, lam)
+    p_star = _lasso_objective(optimum, x, dictionary, grid, lam)
+    assert float(info.gap) >= float((p_early - p_star) / p_early) - 1e-6
+    assert float(best.gap) < 1e-5
+    if steps == 1:
+        assert float(info.gap) > 1e-3  # far from the optimum, and the gap says so
+
+
+def test_the_gap_means_the_same_on_every_grid():
+    """The same function and the same codes (as measures) on a grid and on one 4x finer have
+    the same gap: it is a quantity of $L^2(\\Omega)$, not of the grid."""
+    from equisae._encoders import _ProximalGradient
+
+    coarse, fine = eqs.Grid(16), eqs.Grid(64)
+    dictionary = eqs.Spectral(coarse, 1, 2, 5, key=jr.key(0))
+    z = jnp.zeros((2, 16)).at[0, 3].set(16.0).at[1, 11].set(-24.0)
+    x = dictionary(z, coarse) + 0.1 * jnp.cos(2 * jnp.pi * coarse.points())
+
+    def gap(codes, signal, grid):
+        target = dictionary.adjoint(signal, grid)
+        args = (dictionary, target, 0.1, grid, grid.inner(signal, signal))
+        return _ProximalGradient(eqs.SoftThreshold(0.3), 0.0).with_gap(codes, args)[1]
+
+    on_coarse = gap(0.5 * z, x, coarse)
+    on_fine = gap(eqs.resample_codes(0.5 * z, coarse, fine), eqs.resample(x, coarse, fine), fine)
+    assert float(on_coarse) > 1e-3
+    np.testing.assert_allclose(on_fine, on_coarse, rtol=1e-4)
+
+
+def test_the_gap_is_nan_where_it_is_not_defined():
+    """Only the lasso has this certificate: with a ridge, another penalty, or an amortised
+    encoder the gap is NaN (and FixedPoint falls back to its step test)."""
+    grid, dictionary, x = _problem("vector")
+    for encoder in [
+        eqs.Unrolled(eqs.SoftThreshold(0.2), 5, ridge=0.01),
+        eqs.Unrolled(eqs.TopK(3), 5),
+        eqs.Amortised(eqs.Linear((20,), 30, key=jr.key(0)), eqs.SoftThreshold(0.1)),
+    ]:
+        assert bool(jnp.isnan(encoder.infer(x, dictionary, grid)[1].gap))
+    ridge = eqs.FixedPoint(eqs.SoftThreshold(0.2), ridge=1e-3)
+    _, info = eqx.filter_jit(ridge.infer)(x, dictionary, grid)
+    assert bool(info.converged) and bool(jnp.isnan(info.gap))
+
+
+def test_fixed_point_stops_on_the_gap_of_the_lasso():
+    """From the tolerance of `from_encoder`, FixedPoint reports converged only with a gap
+    within it (up to the gap's own float32 rounding, here below 1e-6), and not before."""
+    grid, dictionary, x = _problem("function")
+    encoder = eqs.FixedPoint.from_encoder(eqs.Unrolled(eqs.SoftThreshold(0.2), 10), tol=1e-5)
+    _, info = eqx.filter_jit(encoder.infer)(x, dictionary, grid)
+    assert bool(info.converged) and float(info.gap) <= 1e-5 + 1e-6
+    short = eqs.FixedPoint.from_encoder(eqs.Unrolled(eqs.SoftThreshold(0.2), 10), tol=1e-5,
+                                        max_steps=int(info.steps) - 1)  # fmt: skip
+    _, early = eqx.filter_jit(short.infer)(x, dictionary, grid)
+    assert not bool(early.converged)
+
+
+# alternating minimisation
+
+
+def test_alternating_minimisation_moves_the_dictionary_only_through_the_decoding():
+    """The gradient of the reconstruction error through an `Alternating` encoder is the
+    gradient with the codes held constant: that of 0.5 |x - D z|^2 in D at the given z."""
+    grid, dictionary, x = _problem("vector")
+    inner = eqs.FixedPoint(eqs.SoftThreshold(0.2), ridge=0.0)
+    alternating = eqs.SAE(eqs.Alternating(inner), dictionary)
+    codes = alternating.encode(x, grid)
+
+    def loss(sae):
+        return 0.5 * grid.norm(x - sae(x, grid)[0]) ** 2
+
+    def fixed(d):
+        return 0.5 * grid.norm(x - d(codes, grid)) ** 2
+
+    grads = eqx.filter_grad(loss)(alternating)
+    np.testing.assert_allclose(
+        grads.dictionary.weight, eqx.filter_grad(fixed)(dictionary).weight, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(codes, eqs.SAE(inner, dictionary).encode(x, grid), atol=1e-6)
+    unrolled = eqx.filter_grad(loss)(eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(0.2), 50), dictionary))
+    assert not np.allclose(unrolled.dictionary.weight, grads.dictionary.weight, atol=1e-4)

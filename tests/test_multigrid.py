@@ -216,14 +216,20 @@ def test_multigrid_reports_levels_that_did_not_converge():
 @hypothesis.given(seed=st.sampled_from([0, 1, 2]))
 def test_warm_started_iterations_on_a_16x_finer_grid_stay_within_2x_of_the_training_grid(seed):
     """Trained at n = 32; at n = 512 the finest level of coarse-to-fine inference needs at
-    most twice the iterations of cold inference at n = 32 (cold, it needs many more)."""
+    most twice the iterations of cold inference at n = 32, and cold inference at n = 512 more
+    than ten times as many (measured: about 100 times; the duality gap does not let it stop
+    before the code mass has concentrated)."""
     model, sae = problem(seed, 1, 32)
     train, fine = eqs.Grid(32), eqs.Grid(512)
     encoder = eqs.FixedPoint.from_encoder(sae.encoder, tol=1e-5)
     key = jr.key(seed + 10)
     coarse_signals = model.sample(key, 8, train).signals
+    fine_signals = model.sample(key, 8, fine).signals
     zeros = jnp.zeros((8,) + sae.dictionary.code_shape(train))
     _, cold = _infer(encoder, sae.dictionary, coarse_signals, train, zeros)
-    _, _, diagnostics = multigrid(sae, model.sample(key, 8, fine).signals, fine)
+    _, _, diagnostics = multigrid(sae, fine_signals, fine)
     assert bool(jnp.all(diagnostics.converged))
     assert float(jnp.mean(diagnostics.steps[:, -1])) <= 2 * float(jnp.mean(cold.steps))
+    zeros = jnp.zeros((8,) + sae.dictionary.code_shape(fine))
+    _, cold_fine = _infer(encoder, sae.dictionary, fine_signals, fine, zeros)
+    assert float(jnp.mean(cold_fine.steps)) > 10 * float(jnp.mean(cold.steps))

@@ -199,7 +199,7 @@ def test_a_trained_sae_fno_works_on_finer_grids(trained_sae_fno, smooth_problem,
     assert recovered.fraction >= 0.9
 
 
-CODE_CASES = [(1, 32, 2), (1, 32, 4), (1, 32, 16), (2, 8, 2), (2, 8, 4)]
+CODE_CASES = [(1, 32, 2), (1, 32, 4), (1, 32, 16), (2, 8, 2), (2, 8, 4), (2, 8, 16)]
 
 
 @pytest.mark.parametrize("ndim, train, factor", CODE_CASES)
@@ -210,11 +210,13 @@ def test_codes_inferred_on_finer_grids_restrict_to_the_training_grid_codes(
 ):
     """The SAE-FNO whose kernels are the true band-limited concepts (bandwidth 8 in 1-D, 3 in
     2-D), training grid n = `train`, one spike per signal on that grid's lattice. Inferred to
-    1e-5 coarse to fine (`multigrid_infer`) at `factor` times finer grids, the codes moved
-    back to the training grid as measures agree with the training-grid codes to 1% (relative
-    L2; measured: exactly), and their supports match the true spikes with F1 >= 0.95 on both
-    grids. Inferred to 1e-5 from zero, they agree to 1% at 2x and 4x (measured <= 0.2%); at
-    16x the stopping test is met before the mass has fully concentrated (about 10% off)."""
+    1e-5 coarse to fine (`multigrid_infer`) at `factor` times finer grids (16x: 512 points in
+    1-D, 128² in 2-D), the codes moved back to the training grid as measures agree with the
+    training-grid codes to 1% (relative L2), and their supports match the true spikes with
+    F1 >= 0.95 on both grids. Converged means a duality gap within 1e-5 on each grid, so the
+    fine codes are certified optimal on the fine grid, not only carried over from the coarse
+    one. Inferred to 1e-5 from zero (on grids of up to 1024 points, where that takes at most
+    some thousands of iterations), they agree to 1% as well."""
     model, sae = problem(seed, ndim, train)
     coarse, fine = eqs.Grid((train,) * ndim), eqs.Grid((train * factor,) * ndim)
     key = jr.key(seed + 100)
@@ -222,6 +224,7 @@ def test_codes_inferred_on_finer_grids_restrict_to_the_training_grid_codes(
     _, coarse_codes, coarse_info = multigrid(sae, on_coarse.signals, coarse)
     _, fine_codes, fine_info = multigrid(sae, on_fine.signals, fine)
     assert bool(jnp.all(coarse_info.converged)) and bool(jnp.all(fine_info.converged))
+    assert float(jnp.max(fine_info.gap[:, -1])) <= 1e-4  # 1e-5 up to float32 rounding
     back = jax.vmap(lambda z: eqs.resample_codes(z, fine, coarse))(fine_codes)
     assert relative_error(back, coarse_codes) <= 0.01
     for sample, codes, grid in [(on_coarse, coarse_codes, coarse), (on_fine, fine_codes, fine)]:
@@ -229,7 +232,7 @@ def test_codes_inferred_on_finer_grids_restrict_to_the_training_grid_codes(
             sample.codes, codes, threshold=0.05 / grid.weight, tolerance=grid.shape[0] // train
         )["f1"]
         assert f1 >= 0.95
-    if factor <= 4:
+    if fine.size <= 1024:
         cold = sae.with_encoder(eqs.FixedPoint.from_encoder(sae.encoder, tol=1e-5))
         _, cold_codes = _infer(cold, on_fine.signals, fine)
         back = jax.vmap(lambda z: eqs.resample_codes(z, fine, coarse))(cold_codes)

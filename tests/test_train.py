@@ -252,3 +252,57 @@ def test_an_iterator_of_batches_of_changing_shape_is_refused(small):
     batches = iter([signals[:32], signals[:16]] + [signals[:32]] * 10)
     with pytest.raises(ValueError, match="shape"):
         _fit(sae, batches, batch_size=None, chunk=4)
+
+
+# stopping when the dictionary settles
+
+
+def test_training_stops_when_the_dictionary_stops_moving(small):
+    """With a learning rate that decays to nothing the atoms settle: the run ends at a
+    multiple of `every` before `steps`, with the history up to there and the model of that
+    step (the same as training for exactly that many steps)."""
+    sae, signals = small
+    schedule = optax.exponential_decay(1e-2, 10, 0.3)
+    stop = eqs.DictionarySettled(every=20, rtol=1e-3)
+    stopped, history = _fit(sae, signals, optimizer=optax.adam(schedule), steps=400, stop=stop)
+    ran = len(history["step"])
+    assert ran < 400 and ran % 20 == 0
+    same, _ = _fit(sae, signals, optimizer=optax.adam(schedule), steps=ran)
+    assert eqx.tree_equal(stopped, same)
+
+
+def test_a_dictionary_that_still_moves_trains_to_the_end(small):
+    sae, signals = small
+    stop = eqs.DictionarySettled(every=4, rtol=1e-6)
+    _, history = _fit(sae, signals, stop=stop)
+    assert len(history["step"]) == 12
+
+
+def test_the_change_of_a_sweep_is_measured_per_member():
+    stop = eqs.DictionarySettled(every=1, rtol=0.1)
+    before = np.ones((2, 3, 4))
+    after = before.copy()
+    after[1] *= 1.5
+    np.testing.assert_allclose(stop.change(before, after, members=1), [0.0, 0.5])
+    assert not stop.settled(before, after, members=1)
+    assert stop.settled(before, after[[0, 0]], members=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "every must be a positive"),
+        ({"rtol": 0.0}, "rtol must be > 0"),
+        ({"rtol": float("nan")}, "rtol must be > 0"),
+    ],  # fmt: skip
+)
+def test_bad_stopping_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        eqs.DictionarySettled(**kwargs)
+
+
+def test_fit_refuses_a_stop_of_another_kind(small):
+    sae, signals = small
+    # the type check of the test run (jaxtyping + beartype) or fit's own, without it
+    with pytest.raises((ValueError, TypeError), match="stop"):
+        _fit(sae, signals, stop=100)
