@@ -36,7 +36,7 @@ Fourier mode: max_f lambda_max / min_f lambda_min over the kept modes, on the ra
 against kappa_S = lambda_max(D* M D) / lambda_min(D_S* M D_S) on the support S of each
 converged code (median over the test signals).
 
-    python examples/experiments/lifting.py           # about 20 minutes on 2 CPU cores
+    python examples/experiments/lifting.py           # about 26 minutes on 2 busy CPU cores
     python examples/experiments/lifting.py --quick   # the vector problem only, 100 steps (CI)
 """
 
