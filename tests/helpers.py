@@ -5,7 +5,14 @@ import jax.random as jr
 
 import equisae as eqs
 
-FAMILIES = ["dense", "convolutional", "spectral", "lifted_dense", "lifted_spectral"]
+FAMILIES = [
+    "dense",
+    "convolutional",
+    "spectral",
+    "lifted_dense",
+    "lifted_spectral",
+    "tied_spectral",
+]
 
 
 def dictionary(family: str, grid: eqs.Grid, channels: int, concepts: int, modes, key):
@@ -19,6 +26,9 @@ def dictionary(family: str, grid: eqs.Grid, channels: int, concepts: int, modes,
         return eqs.Convolutional(grid, channels, concepts, width, key=k[0])
     if family == "spectral":
         return eqs.Spectral(grid, channels, concepts, modes, key=k[0])
+    if family == "tied_spectral":  # a learned lift per Fourier mode, c -> h, the same modes
+        inner = eqs.Spectral(grid, channels, concepts, modes, key=k[0])
+        return eqs.Tied(inner, eqs.SpectralConv(channels, h, inner.modes, key=k[1]))
     inner = dictionary(family.removeprefix("lifted_"), grid, h, concepts, modes, k[0])
     return eqs.Lifted(
         eqs.Pointwise(channels, h, key=k[1]), inner, eqs.Pointwise(h, channels, key=k[2])

@@ -168,6 +168,12 @@ def test_a_tied_sae_saves_and_loads(tmp_path):
         eqs.Tied(eqs.Spectral(grid, 1, 3, 5, key=jr.key(5)), eqs.Pointwise(1, 2, key=jr.key(6)))
     )
     assert bool(eqx.tree_equal(eqs.load(tmp_path / "tied.eqx", like).model, sae))
+    # a Dense dictionary with a fixed whitening lift (tests/helpers.py has the spectral form)
+    dictionary, x = _coherent(0, examples=64)
+    sae = _sae(eqs.Tied(dictionary, eqs.whitening(x, VECTOR)))
+    eqs.save(tmp_path / "whitened.eqx", sae)
+    like = _sae(eqs.Tied(eqs.Dense(VECTOR, 32, 64, key=jr.key(7)), eqs.whitening(x + 1, VECTOR)))
+    assert bool(eqx.tree_equal(eqs.load(tmp_path / "whitened.eqx", like).model, sae))
 
 
 def test_bad_tied_liftings_are_refused():
