@@ -135,14 +135,18 @@ class _ProximalGradient(eqx.Module):
     ridge: float = eqx.field(static=True)
 
     def __call__(self, z: Array, args) -> Array:
-        return self.with_gap(z, args)[0]
+        dictionary, target, step, grid, _ = args
+        return self._map(z, dictionary.normal(z, grid), target, step)
+
+    def _map(self, z: Array, normal: Array, target: Array, step) -> Array:
+        return _prox(self.sparsity, z - step * (normal - target), step, self.ridge)
 
     def with_gap(self, z: Array, args) -> tuple[Array, Array, Array]:
         """$T(z)$, the relative duality gap at $z$ and the rounding error of that gap (both
         NaN unless the problem is the lasso), from one application of $D^*D$."""
         dictionary, target, step, grid, energy = args
         normal = dictionary.normal(z, grid)
-        mapped = _prox(self.sparsity, z - step * (normal - target), step, self.ridge)
+        mapped = self._map(z, normal, target, step)
         if not _is_lasso(self.sparsity, self.ridge):
             nan = jnp.full((), jnp.nan, z.dtype)
             return mapped, nan, nan
