@@ -517,6 +517,7 @@ class Alternating(AbstractEncoder):
 
     @property
     def sparsity(self) -> AbstractSparsity:
+        """The inner encoder's penalty $R$."""
         return self.encoder.sparsity
 
     def infer(
