@@ -25,7 +25,7 @@ def test_same_key_same_sample():
     np.testing.assert_array_equal(a.signals, b.signals)
 
 
-@pytest.mark.parametrize("family", ["smooth", "rough", "bumps", "gabor"])
+@pytest.mark.parametrize("family", ["smooth", "rough", "bumps", "gabor", "asymmetric"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_concept_families_are_real_unit_norm_functions(family, ndim):
     concepts = data.concept_family(family, jr.key(0), 3, ndim=ndim, channels=2)
@@ -38,6 +38,26 @@ def test_concept_families_are_real_unit_norm_functions(family, ndim):
     c = concepts.coefficients
     axes = tuple(range(2, c.ndim))
     np.testing.assert_allclose(jnp.conj(jnp.flip(c, axis=axes)), c, atol=1e-7)
+
+
+def test_asymmetric_concepts_are_one_sided_exponentials_and_asymmetric_triangles():
+    concepts = data.asymmetric(jr.key(0), 4, bandwidth=256)
+    grid = eqs.Grid(1024)
+    values = np.asarray(concepts(grid))[:, 0]
+    assert values.shape == (4, 1024)
+    np.testing.assert_allclose(np.sqrt(np.mean(values**2, axis=1)), 1.0, rtol=1e-4)
+    s = np.arange(1024) / 1024
+    s = np.where(s > 0.5, s - 1, s)  # positions in [-1/2, 1/2)
+    values = values * np.sign(values[np.arange(4), np.argmax(np.abs(values), axis=1)])[:, None]
+    for k, kind in enumerate(["exponential", "triangle"] * 2):
+        f = values[k]
+        support = s[f > 0.01 * f.max()]
+        assert abs(s[np.argmax(f)]) < 0.01  # the jump or the peak sits at the origin
+        if kind == "exponential":  # one side of the origin only (up to the ringing)
+            assert min(-support.min(), support.max()) < 0.05
+            assert max(-support.min(), support.max()) > 0.05
+        elif k == 1:  # feet at different distances on the two sides (drawn independently)
+            assert abs(-support.min() - support.max()) > 0.01
 
 
 def test_the_functional_model_samples_the_same_functions_on_every_grid():

@@ -24,6 +24,7 @@ from ._generative import (
     FunctionalModel as FunctionalModel,
     Sample as Sample,
     VectorModel as VectorModel,
+    asymmetric as asymmetric,
     bumps as bumps,
     concept_family as concept_family,
     gabor as gabor,

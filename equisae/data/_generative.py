@@ -377,11 +377,68 @@ def gabor(
     return _finish(jnp.einsum("kc,k...->kc...", _channel_mix(ckey, concepts, channels), shapes))
 
 
-FAMILIES = {"smooth": smooth, "rough": rough, "bumps": bumps, "gabor": gabor}
+def _one_sided_exponential(frequencies: Array, decay: Array) -> Array:
+    """Fourier coefficients of the periodised $e^{-s/\\tau}$ for $s > 0$ (zero for $s < 0$)."""
+    return decay / (1 + 2j * jnp.pi * frequencies * decay)
+
+
+def _asymmetric_triangle(frequencies: Array, left: Array, right: Array) -> Array:
+    """Fourier coefficients of the periodised triangle rising from $-$`left` to 1 at the
+    origin and falling to 0 at `right`: its second derivative is three spikes, so
+    $\\hat\\kappa(f) = (1/a + 1/b - e^{2\\pi i f a}/a - e^{-2\\pi i f b}/b) / (4\\pi^2 f^2)$."""
+    f = jnp.where(frequencies == 0, 1.0, frequencies)
+    spikes = 1 / left + 1 / right - jnp.exp(2j * jnp.pi * f * left) / left
+    spikes = spikes - jnp.exp(-2j * jnp.pi * f * right) / right
+    return jnp.where(frequencies == 0, (left + right) / 2, spikes / (4 * jnp.pi**2 * f**2))
+
+
+def asymmetric(
+    key: PRNGKeyArray,
+    concepts: int,
+    *,
+    ndim: int = 1,
+    channels: int = 1,
+    decay: tuple[float, float] = (0.02, 0.05),
+    half_width: tuple[float, float] = (0.03, 0.2),
+    bandwidth: int = 128,
+) -> FourierConcepts:
+    """Localised asymmetric concepts with a kink, in two kinds that alternate: even-numbered
+    concepts are one-sided exponentials $e^{-|s|/\\tau}$ on one side of the origin (a jump,
+    then a decay of length $\\tau$ uniform in `decay`, the side drawn at random), odd-numbered
+    ones asymmetric triangles (peak at the origin, kinks there and at the feet, the two
+    half-widths drawn independently, uniform in `half_width`: most are clearly lopsided, a
+    few nearly symmetric). In $d$ dimensions a concept is
+    the product of such profiles along the axes (same kind, independent draws). Their spectra
+    decay slowly ($1/f$ and $1/f^2$): the series is cut at `bandwidth`, so the jump rings
+    (Gibbs) at the scale of $1 / \\text{bandwidth}$."""
+    frequencies = jnp.arange(-bandwidth, bandwidth + 1).astype(float)
+    dkey, skey, lkey, rkey, ckey = jr.split(key, 5)
+    decays = jr.uniform(dkey, (concepts, ndim), minval=decay[0], maxval=decay[1])
+    sides = jr.rademacher(skey, (concepts, ndim)).astype(float)
+    lefts = jr.uniform(lkey, (concepts, ndim), minval=half_width[0], maxval=half_width[1])
+    rights = jr.uniform(rkey, (concepts, ndim), minval=half_width[0], maxval=half_width[1])
+    exponential = _one_sided_exponential(sides[..., None] * frequencies, decays[..., None])
+    triangle = _asymmetric_triangle(frequencies, lefts[..., None], rights[..., None])
+    kind = (jnp.arange(concepts) % 2 == 0)[:, None, None]
+    profiles = jnp.where(kind, exponential, triangle)  # (p, d, 2M+1)
+    shapes = profiles[:, 0]
+    for a in range(1, ndim):
+        shapes = shapes[..., None] * profiles[:, a].reshape((concepts,) + (1,) * a + (-1,))
+    return _finish(jnp.einsum("kc,k...->kc...", _channel_mix(ckey, concepts, channels), shapes))
+
+
+FAMILIES = {
+    "smooth": smooth,
+    "rough": rough,
+    "bumps": bumps,
+    "gabor": gabor,
+    "asymmetric": asymmetric,
+}
 
 
 def concept_family(name: str, key: PRNGKeyArray, concepts: int, **kwargs) -> FourierConcepts:
-    """Concepts from a named family: `"smooth"`, `"rough"`, `"bumps"` or `"gabor"`."""
+    """Concepts from a named family: `"smooth"`, `"rough"`, `"bumps"`, `"gabor"` or
+    `"asymmetric"`."""
     if name not in FAMILIES:
         raise ValueError(f"unknown concept family {name!r}; choose one of {sorted(FAMILIES)}.")
     return FAMILIES[name](key, concepts, **kwargs)
