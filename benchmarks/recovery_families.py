@@ -57,8 +57,12 @@ with a concept that another atom already matches). XLA's persistent compilation 
 read, as it is for anyone who runs many fits; alphacsc's numba compilation is paid once per
 process, outside the times.
 
-    python benchmarks/recovery_families.py --seeds 0 1     # the recorded run (~45 min, 2 cores)
-    python benchmarks/recovery_families.py                 # 5 seeds (about twice as long)
+    python benchmarks/recovery_families.py --seeds 0 1     # over an hour on 2 loaded cores
+    python benchmarks/recovery_families.py --families smooth rough bumps gabor asymmetric vectors
+
+The 2-D SAE-FNO is the slow part: with every mode of 32², `Spectral`'s transforms by matrix
+products cost O(N K) = O(N^2) per atom, and one training of 300 steps took 468 s against
+about 30 s in 1-D (and SPORCO's 2-D fit 45 s).
     python benchmarks/recovery_families.py --quick         # a smoke run, numbers meaningless
     python benchmarks/recovery_families.py --families bumps vectors --seeds 0 1 --no-record
 
@@ -479,17 +483,19 @@ def run_peers(all_problems: list[Problem], sizes: Sizes, args) -> list[dict]:
         far = [i for i, t in enumerate(tasks) if t[0].startswith("alphacsc")]
         for i, fitted in zip(far, alphacsc_batch([tasks[i] for i in far])):
             results[i] = fitted
+        scored = []
         for i, (peer, problem, setting) in enumerate(tasks):
             if results[i] is None:
                 results[i] = local(peer, problem, setting)
-                print(f"  {peer} on {problem.name} ({describe(setting)}): "
-                      f"{results[i][1]:.1f} s", flush=True)  # fmt: skip
-        return [
-            score(problem, atoms) | {"seconds": seconds, "samples": len(problem.signals),
-                                      "seen": None, "expl. var": None,
-                                      "setting": describe(setting)}
-            for (peer, problem, setting), (atoms, seconds) in zip(tasks, results)
-        ]  # fmt: skip
+            atoms, seconds = results[i]
+            scored.append(score(problem, atoms) | {
+                "seconds": seconds, "samples": len(problem.signals), "seen": None,
+                "expl. var": None, "setting": describe(setting),
+            })  # fmt: skip
+            keep({"model": peer, "problem": problem.name} | scored[-1], args.out)
+            print(f"  {peer} on {problem.name} ({describe(setting)}): "
+                  f"{scored[-1]['at 0.95']:.2f} at 0.95, {seconds:.1f} s", flush=True)  # fmt: skip
+        return scored
 
     # 1. the sweeps, on the first seed's noiseless data
     sweep = [(peer, p, s) for p in all_problems if swept(p)
@@ -592,6 +598,15 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def keep(row: dict, out: pathlib.Path | None) -> None:
+    """Append one result to `out/recovery_families.jsonl` as soon as it exists: a run that is
+    stopped keeps what it measured."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "recovery_families.jsonl").open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
 def main(args) -> None:
     jax.config.update("jax_compilation_cache_dir", str(HERE / ".jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -606,6 +621,7 @@ def main(args) -> None:
             result = run_sae(model, problem, sizes)
             rows.append({"model": model, "family": problem.family, "noise": problem.noise,
                          "seed": problem.seed} | result)  # fmt: skip
+            keep(rows[-1], args.out)
             print(f"  {model} on {problem.name}: {result['at 0.95']:.2f} at 0.95, "
                   f"{result['seconds']:.1f} s", flush=True)  # fmt: skip
     order = {name: i for i, name in enumerate(FAMILIES)}
@@ -654,7 +670,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a smoke run (tiny sizes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="write JSON and MD here")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("outputs"),
+        help="where every result goes as it is measured (JSON lines), and the table",
+    )  # fmt: skip
     parser.add_argument("--no-record", dest="record", action="store_false")
     parser.add_argument("--no-alphacsc", dest="alphacsc", action="store_false")
     parser.add_argument(
