@@ -204,8 +204,9 @@ def _shard_in_program(x: Array, sharding, batch_sharding=None) -> Array:
 
 class _Schedule:
     """How many steps each chunk runs. A chunk ends at `steps` and at every multiple of
-    `resample_every` and `checkpoint_every`, so resampling and checkpoints happen at exactly
-    the steps they would without chunks. Chunks of the steady `size` (`chunk`, or with
+    `resample_every`, `checkpoint_every` and the `every` of a `DictionarySettled` stop, so
+    resampling, checkpoints and stops happen at exactly the steps they would without chunks.
+    Chunks of the steady `size` (`chunk`, or with
     `chunk=None` about `TARGET_SECONDS` of steps, measured on the second chunk: the first pays
     the compile) run a plain scan of that length; shorter ones run the masked program of
     `length` steps."""
