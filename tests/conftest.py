@@ -20,7 +20,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # HYPOTHESIS_EXAMPLES sets how many, 300 by default: benchmarks/gpu.sh keeps it to a few minutes).
 hypothesis.settings.register_profile(
     "ci",
-    max_examples=12,
+    max_examples=6,
     deadline=None,
     derandomize=True,
     database=None,
