@@ -70,6 +70,9 @@ from ._sparsity import (
     TopK as TopK,
 )
 from ._stopping import DictionarySettled as DictionarySettled
+from ._working_set import (
+    WorkingSet as WorkingSet,
+)
 from .train import (
     InferenceWarning as InferenceWarning,
     NonFiniteLossError as NonFiniteLossError,

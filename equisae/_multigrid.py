@@ -5,9 +5,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._dictionaries import AbstractDictionary, Lifted, Spectral
-from ._encoders import Diagnostics, FixedPoint
+from ._encoders import Diagnostics, FixedPoint, _is_lasso
 from ._grid import Grid, resample, resample_codes
 from ._sae import SAE
+from ._working_set import WorkingSet
 
 
 class MultigridDiagnostics(eqx.Module):
@@ -16,6 +17,8 @@ class MultigridDiagnostics(eqx.Module):
     - `shapes`: the grid of every level, the last one the grid of the signal.
     - `steps`, `converged`, `residual`, `gap`: the `Diagnostics` of every level, stacked on
       the last axis (after `jax.vmap`, examples on the first).
+    - `refined`: the applications of $D^*D$ that the `WorkingSet` refinement of the warm
+      start took on every level (0 on the coarsest, and without refinement).
     """
 
     shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
@@ -23,6 +26,7 @@ class MultigridDiagnostics(eqx.Module):
     converged: Bool[Array, " levels"]
     residual: Float[Array, " levels"]
     gap: Float[Array, " levels"]
+    refined: Int[Array, " levels"]
 
     @property
     def finest(self) -> Diagnostics:
@@ -36,10 +40,11 @@ class MultigridDiagnostics(eqx.Module):
 
     @property
     def work(self) -> Float[Array, " "]:
-        """The iterations of all levels in units of one iteration on the finest grid (an
-        iteration costs about as much as the grid has points)."""
+        """The iterations and refinement applications of $D^*D$ of all levels, in units of
+        one iteration on the finest grid (an iteration costs about as much as the grid has
+        points)."""
         sizes = jnp.asarray([Grid(s).size for s in self.shapes], jnp.float32)
-        return jnp.sum(self.steps * (sizes / sizes[-1]), axis=-1)
+        return jnp.sum((self.steps + self.refined) * (sizes / sizes[-1]), axis=-1)
 
 
 def _kept_modes(dictionary: AbstractDictionary) -> tuple[int, ...]:
@@ -93,11 +98,15 @@ def multigrid_infer(
     tol: float = 1e-5,
     max_steps: int = 20_000,
     levels: Sequence[Grid] | None = None,
+    refine: WorkingSet | None = WorkingSet(),
 ) -> tuple[Float[Array, " c *spatial"], Float[Array, " p *spatial"], MultigridDiagnostics]:
     """Sparse inference to a tolerance, coarse to fine: solve the inner problem on the
     coarsest grid that resolves the dictionary's kept modes, move the codes to the next finer
     grid as measures (`resample_codes`: mass conserved, spikes stay spikes) and continue there
-    from them, up to `grid`.
+    from them, up to `grid`. For the lasso, `refine` (a `WorkingSet`) first solves each
+    finer level's problem on a small set of positions around the moved codes: without it the
+    finest level needs iterations that grow with the grid (measured in 1-D from a coarsest
+    level of 32 points: 246 at n = 64 to over 20 000 at 1024), with it 1.
 
     The dictionary sees only its kept modes of the signal, so every level solves the same
     continuous problem, on a coarser set of candidate positions. Started cold, the iterations
@@ -115,6 +124,8 @@ def multigrid_infer(
     - `max_steps`: the iteration budget of every level.
     - `levels`: the coarser grids to go through, coarsest first (each resolving the kept
       modes, none finer than `grid`); by default `coarse_grids(sae.dictionary, grid)`.
+    - `refine`: the refinement of the warm start on every finer level (lasso only: other
+      problems are warm-started as they are), or `None` for none.
 
     **Returns:** `(reconstruction, codes, diagnostics)` on `grid`, with the
     `MultigridDiagnostics` of every level; non-convergence of any level shows in
@@ -134,18 +145,28 @@ def multigrid_infer(
                 raise ValueError(f"level {level.shape} is finer than the grid {grid.shape}.")
         chain = tuple(levels) + (grid,)
     model = sae.with_encoder(FixedPoint.from_encoder(sae.encoder, tol=tol, max_steps=max_steps))
-    codes, previous, diagnostics = None, None, []
+    encoder = model.encoder
+    refine = refine if _is_lasso(encoder.sparsity, encoder.ridge) else None
+    codes, previous, diagnostics, refined = None, None, [], []
     for level in chain:
         signal = x if level.shape == grid.shape else resample(x, grid, level)
-        init = None if codes is None else resample_codes(codes, previous, level)
+        init, applications = None, jnp.zeros((), jnp.int32)
+        if codes is not None:
+            init = resample_codes(codes, previous, level)
+            if refine is not None:
+                lam = encoder.sparsity._lambda(init)
+                lifted, inner = model.dictionary.lift(signal / model.scale, level)
+                init, applications = refine(init, lifted, inner, level, lam)
         reconstruction, codes, info = model.infer(signal, level, init)
         previous = level
         diagnostics.append(info)
+        refined.append(applications)
     stacked = MultigridDiagnostics(
         tuple(level.shape for level in chain),
         jnp.stack([d.steps for d in diagnostics], axis=-1),
         jnp.stack([d.converged for d in diagnostics], axis=-1),
         jnp.stack([d.residual for d in diagnostics], axis=-1),
         jnp.stack([d.gap for d in diagnostics], axis=-1),
+        jnp.stack(refined, axis=-1),
     )
     return reconstruction, codes, stacked
