@@ -240,7 +240,7 @@ def test_the_working_set_refinement_makes_the_finest_level_cost_bounded():
     level of 32 points (below that lattice): with the `WorkingSet` refinement the finest level
     costs (iterations plus refinement applications of D*D) at most twice what cold inference
     costs at n = 64, and every level converges; without it the finest level needs more than
-    that (measured: thousands of iterations)."""
+    that (`benchmarks/warm_start.py` measured a median of 5772 iterations at n = 512)."""
     functions = eqs.data.smooth(jr.key(0), 4, ndim=1, bandwidth=8)
     model = eqs.data.FunctionalModel(functions, spikes=2, lattice=64)
     train, fine = eqs.Grid(64), eqs.Grid(512)
