@@ -236,14 +236,14 @@ def test_warm_started_iterations_on_a_16x_finer_grid_stay_within_2x_of_the_train
 
 
 def test_the_working_set_refinement_makes_the_finest_level_cost_bounded():
-    """Two spikes per signal on the lattice of n = 64, inferred at n = 512 from a coarsest
+    """Two spikes per signal on the lattice of n = 64, inferred at n = 256 from a coarsest
     level of 32 points (below that lattice): with the `WorkingSet` refinement the finest level
     costs (iterations plus refinement applications of D*D) at most twice what cold inference
     costs at n = 64, and every level converges; without it the finest level needs more than
-    that (`benchmarks/warm_start.py` measured a median of 5772 iterations at n = 512)."""
+    that (`benchmarks/warm_start.py` measured a median of 1496 iterations at n = 256)."""
     functions = eqs.data.smooth(jr.key(0), 4, ndim=1, bandwidth=8)
     model = eqs.data.FunctionalModel(functions, spikes=2, lattice=64)
-    train, fine = eqs.Grid(64), eqs.Grid(512)
+    train, fine = eqs.Grid(64), eqs.Grid(256)
     sae = eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(0.1), 50), oracle(functions, train))
     key = jr.key(1)
     encoder = eqs.FixedPoint.from_encoder(sae.encoder, tol=1e-5)
