@@ -107,7 +107,7 @@ def multigrid_infer(
     finer level's problem on a small set of positions around the moved codes: without it the
     finest level needs iterations that grow with the grid (measured in 1-D from a coarsest
     level of 32 points: 246 at n = 64 to over 20 000 at 1024), with it 1 (after the
-    refinement's 195 applications of $D^*D$).
+    refinement's 194 applications of $D^*D$).
 
     The dictionary sees only its kept modes of the signal, so every level solves the same
     continuous problem, on a coarser set of candidate positions. Started cold, the iterations

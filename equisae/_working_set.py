@@ -5,6 +5,7 @@ from jaxtyping import Array, Float, Int
 
 from ._dictionaries import AbstractDictionary
 from ._grid import Grid
+from ._solvers import AcceleratedFixedPoint
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -26,8 +27,8 @@ class WorkingSet(eqx.Module):
     that ill-conditioning costs nothing. The result is a start; the solver that follows
     certifies it (the duality gap) or continues from it.
 
-    Each round costs `size` + 1 applications of $D^*D$ on the grid (the columns of $G$ and
-    the check).
+    Each round costs `size` applications of $D^*D$ on the grid (the columns of $G$), and
+    every round after the first one more (the check that finds the violations).
     """
 
     size: int = eqx.field(static=True, default=64)
@@ -54,18 +55,18 @@ class WorkingSet(eqx.Module):
         lam = jnp.broadcast_to(lam, codes.shape).astype(codes.dtype)
         target = dictionary.adjoint(x, grid)
         violated = jnp.zeros(codes.shape, bool)
-        for _ in range(self.rounds):
+        for round in range(self.rounds):
+            if round > 0:
+                gradient = target - dictionary.normal(codes, grid)
+                violated = jnp.abs(gradient) > lam * (1 + 1e-3)
             codes = self._round(codes, target, dictionary, grid, lam, violated)
-            gradient = target - dictionary.normal(codes, grid)
-            violated = jnp.abs(gradient) > lam * (1 + 1e-3)
-        return codes, jnp.asarray(self.rounds * (self.size + 1), jnp.int32)
+        applications = self.rounds * self.size + self.rounds - 1
+        return codes, jnp.asarray(applications, jnp.int32)
 
     def _round(self, codes, target, dictionary, grid, lam, violated):
-        support = codes != 0
-        widened = support
-        for axis in range(1, codes.ndim):
-            widened = widened | jnp.roll(support, 1, axis) | jnp.roll(support, -1, axis)
-            support = widened
+        widened = codes != 0
+        for axis in range(1, codes.ndim):  # one point along every axis: a box in 2-D
+            widened = widened | jnp.roll(widened, 1, axis) | jnp.roll(widened, -1, axis)
         flat = (widened | violated).reshape(-1)
         index = jnp.nonzero(flat, size=self.size, fill_value=-1)[0]
         valid = index >= 0
@@ -93,23 +94,28 @@ def _objective(gram, b, weights, z):
 
 
 def _dense_lasso(gram, b, weights, start, valid, steps):
-    """FISTA with restarts on a small dense lasso, then the exact solution on the support
-    and signs it found, kept where its signs agree and its objective is no worse."""
+    """`steps` steps of `AcceleratedFixedPoint` (FISTA with restarts) on a small dense lasso,
+    then the exact solution on the support and signs it found, kept where its signs agree and
+    its objective is no worse."""
     lipschitz = 1.01 * jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], jnp.finfo(gram.dtype).tiny)
     step = 1.0 / lipschitz
 
-    def fista(state, _):
-        z, y, momentum = state
+    def proximal_gradient(y, _):
         u = y - step * (jnp.dot(gram, y, precision=_HIGHEST) - b)
         new = jnp.where(valid, jnp.sign(u) * jnp.maximum(jnp.abs(u) - step * weights, 0.0), 0.0)
-        following = (1 + jnp.sqrt(1 + 4 * momentum**2)) / 2
-        extrapolated = new + ((momentum - 1) / following) * (new - z)
-        uphill = jnp.sum((y - new) * (new - z)) > 0
-        extrapolated = jnp.where(uphill, new, extrapolated)
-        following = jnp.where(uphill, 1.0, following)
-        return (new, extrapolated, following), None
+        return new, None  # no certificate: the fixed number of steps is the budget
 
-    (z, _, _), _ = jax.lax.scan(fista, (start, start, jnp.array(1.0, b.dtype)), None, steps)
+    solver = AcceleratedFixedPoint(rtol=0.0, atol=1.0)  # its tolerance is not used here
+    unused = dict(args=None, options={}, tags=frozenset())
+
+    def fista(carry, _):
+        y, state = carry
+        y, state, _ = solver.step(proximal_gradient, y, state=state, **unused)
+        return (y, state), None
+
+    state = solver.init(proximal_gradient, start, f_struct=None, aux_struct=None, **unused)
+    (_, state), _ = jax.lax.scan(fista, (start, state), None, steps)
+    z = state.previous
     support = (z != 0) & valid
     signs = jnp.sign(z)
     system = jnp.where(support[:, None] & support[None, :], gram, 0.0) + jnp.diag(
