@@ -63,6 +63,7 @@ class AbstractDictionary(eqx.Module):
         """$D^* D z$, the normal operator of the inner least-squares problem."""
         return self.adjoint(self(codes, grid), grid)
 
+    @eqx.filter_jit
     def atoms(self, grid: Grid) -> Float[Array, " p c *spatial"]:
         """The atoms as functions on `grid`: $D$ applied to unit codes (a unit vector, or a
         spike of unit mass at the origin for function codes)."""
@@ -77,6 +78,7 @@ class AbstractDictionary(eqx.Module):
         atoms = self.atoms(grid)
         return jnp.sqrt(grid.integrate(jnp.sum(atoms**2, axis=1)))
 
+    @eqx.filter_jit
     def normalise(self, grid: Grid) -> "AbstractDictionary":
         """A copy whose atoms have unit $L^2(\\Omega)$ norm on `grid`."""
         norms = self.atom_norms(grid)
@@ -434,6 +436,7 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive whole number, got {value}.")
 
 
+@eqx.filter_jit
 def operator_norm(
     dictionary: AbstractDictionary, grid: Grid, iterations: int = 30
 ) -> Float[Array, " "]:

@@ -1,3 +1,4 @@
+import functools
 import math
 from collections.abc import Sequence
 
@@ -133,8 +134,14 @@ def resample(
         raise ValueError(
             f"cannot resample from a {grid_from.ndim}-D grid to a {grid_to.ndim}-D grid."
         )
+    return _fourier_resample(x, grid_to.shape)
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _fourier_resample(x: Array, shape: tuple[int, ...]) -> Array:
+    """`resample`'s work, compiled once per shape (op by op it costs dozens of compiles)."""
     y = x.astype(jnp.result_type(x.dtype, jnp.complex64))
-    for a, n in enumerate(grid_to.shape):
+    for a, n in enumerate(shape):
         y = _resample_axis(y, n, axis=1 + a)
     return y.real.astype(x.dtype)
 

@@ -209,15 +209,20 @@ class _Schedule:
     Chunks of the steady `size` (`chunk`, or with
     `chunk=None` about `TARGET_SECONDS` of steps, measured on the second chunk: the first pays
     the compile) run a plain scan of that length; shorter ones run the masked program of
-    `length` steps."""
+    `length` steps. With `chunk=None`, a run too short to earn back the plain scan's compile
+    (the masked program costs at most `MASKED_COST` more per step; the first chunk's time,
+    mostly its compile, stands for the compile) runs all its steps in the masked program."""
 
     TARGET_SECONDS = 1.0  # each program call pays fresh buffers (page faults): ~20 ms at n=1024
+    MASKED_COST = 0.2  # measured on the CPU: the cond 7-17% over a plain scan
 
     def __init__(self, chunk: int | None, length: int, steps: int, *every: int | None):
         self.size = None if chunk is None else min(chunk, length)
         self.length, self.steps = length, steps
         self.every = [e for e in every if e is not None]
         self.timings = 0
+        self.first_seconds = 0.0
+        self.masked_only = False
 
     def count(self, step: int) -> int:
         end = min([self.steps] + [(step // e + 1) * e for e in self.every])
@@ -225,12 +230,23 @@ class _Schedule:
 
     def length_of(self, count: int) -> int:
         """The program length for a chunk of `count` steps: its own if it is a steady one."""
-        return count if count == self.size else self.length
+        return count if self.plain(count) else self.length
 
-    def timed(self, seconds: float, count: int) -> None:
+    def plain(self, count: int) -> bool:
+        """Whether a chunk of `count` steps runs the plain scan."""
+        return count == self.size and not self.masked_only
+
+    def timed(self, seconds: float, count: int, remaining: int) -> None:
+        """Record that a chunk of `count` steps took `seconds`, with `remaining` steps left."""
         self.timings += 1
+        if self.timings == 1:
+            self.first_seconds = seconds
         if self.size is None and self.timings == 2:
-            self.size = int(np.clip(self.TARGET_SECONDS * count / seconds, 1, self.length))
+            step_seconds = seconds / count
+            if self.MASKED_COST * remaining * step_seconds < self.first_seconds:
+                self.size, self.masked_only = self.length, True
+            else:
+                self.size = int(np.clip(self.TARGET_SECONDS * count / seconds, 1, self.length))
 
 
 class _History:
@@ -439,8 +455,9 @@ def fit(
       every step.
     - `progress`: show a `tqdm` progress bar (it moves once per chunk).
     - `chunk`: the number of steps per dispatch. By default (`None`) each chunk runs about
-      1 s of steps, at most 1000, timed on the second chunk (the first pays the compile);
-      `chunk=1` dispatches every step from Python. Chunks of host data hold at most 16 MiB
+      1 s of steps, at most 1000, timed on the second chunk (the first pays the compile),
+      and a run too short to repay the compile of that steady program runs on in the first
+      chunk's; `chunk=1` dispatches every step from Python. Chunks of host data hold at most 16 MiB
       of batches.
     - `mesh`, `batch_axis`: data parallelism. Each batch is sharded along `batch_axis` of the
       `jax.sharding.Mesh` and the model and optimiser state are replicated; with several
@@ -531,7 +548,8 @@ def fit(
                 plan = source.plan(end, following, schedule.length_of(following))
             xs = place(current.xs)
             # a full chunk is a plain scan; a shorter one skips the rows past its count
-            count = None if current.count == len(current.xs) else jnp.asarray(current.count)
+            plain = schedule.plain(current.count) and current.count == len(current.xs)
+            count = None if plain else jnp.asarray(current.count)
             new_model, new_opt_state, outputs = run_chunk(
                 model, opt_state, gather, xs, count, source.grid
             )
@@ -539,7 +557,7 @@ def fit(
                 upcoming = _Prepared(source, plan)
             outputs = jax.device_get(outputs)
             now = time.perf_counter()
-            schedule.timed(now - last, current.count)
+            schedule.timed(now - last, current.count, steps - end)
             bad = _first_not_finite(outputs, current.count)
             if bad is not None:  # replay the chunk up to that step: the last good model
                 good_model, good_opt_state, _ = run_chunk(

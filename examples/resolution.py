@@ -140,6 +140,7 @@ def study(ndim: int, quick: bool, key, train_steps: int | None = None) -> dict:
         train_n, sizes, bandwidth, concepts, lattice = 32, [16, 32, 64, 128], 4, 3, 16
         steps, unrolled = (100, 30) if quick else (600, 60)
     steps = steps if train_steps is None else train_steps
+    sizes = sizes[:3] if quick else sizes  # a smoke run: one coarser grid and one finer
     kc, kd, kf, _, ke = jr.split(key, 5)
     functions = eqs.data.smooth(kc, concepts, ndim=ndim, bandwidth=bandwidth)
     model = eqs.data.FunctionalModel(functions, spikes=1, lattice=lattice)

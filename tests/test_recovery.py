@@ -62,7 +62,17 @@ def test_an_sae_fno_recovers_smooth_functional_concepts(trained_sae_fno):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_an_sae_fno_from_the_data_recovers_smooth_concepts_in_every_seed(seed):
     """The recommended recipe (a start from the data, 600 steps, lambda = 0.1, l1 = 0.05) on
-    concepts, data, start and order all drawn from `seed`: every concept at |cos| > 0.99."""
+    concepts, data, start and order all drawn from `seed`: every concept at |cos| > 0.98 and
+    a mean matched |cos| above 0.99.
+
+    The spikes sit anywhere (off the grid of n = 32), and grid codes place a spike at one or
+    two points, so the learned atoms absorb a little of the sub-grid shifts: the worst
+    concept's |cos| is 0.9959, 0.9934, 0.9900, 0.9913, 0.9922 over seeds 0-4 (means 0.996,
+    0.996, 0.995, 0.996, 0.995), the same with 1000 steps or a 4x finer shift search; with
+    the spikes on the grid the concepts found reach 0.9993. Until 2026-12-03 this test asked
+    every concept for 0.99, the floor itself: seed 2 gave 0.9903, and 0.98996 once sampling
+    was compiled as one program. A concept caught in a local minimum scores 0.77-0.97
+    (measured from other starts), well below 0.98."""
     keys = jr.split(jr.key(seed), 4)
     truth = eqs.data.FunctionalModel(eqs.data.smooth(keys[0], 4, bandwidth=8), spikes=1)
     grid = eqs.Grid(32)
@@ -83,4 +93,5 @@ def test_an_sae_fno_from_the_data_recovers_smooth_concepts_in_every_seed(seed):
     result = eqs.metrics.recovery(
         sample.concepts, sae.dictionary.atoms(grid), shift_invariant=True, upsample=8
     )
-    assert result.fraction == 1.0, result.cosine
+    assert float(result.cosine.min()) > 0.98, result.cosine
+    assert float(result.cosine.mean()) > 0.99, result.cosine

@@ -229,28 +229,35 @@ class FunctionalModel(AbstractGenerativeModel):
     def sample(self, key: PRNGKeyArray, num: int, grid: Grid) -> Sample:
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}.")
-        skey, nkey = jr.split(key)
-        concept, position, amplitude = self.spike_parameters(skey, num)
-        coefficients = self.family.coefficients
+        return _functional_sample(self, key, num, grid)
 
-        def signal_coefficients(k, t, a):
-            phases = self.family.shift_phases(t)  # (s, *freqs)
-            weighted = (a.reshape((-1,) + (1,) * self.family.ndim) * phases)[:, None]
-            return jnp.sum(coefficients[k] * weighted, axis=0)
 
-        signals = self.family.evaluate(
-            jax.vmap(signal_coefficients)(concept, position, amplitude), grid
-        )
-        if self.noise > 0:
-            signals = signals + self.noise * jr.normal(nkey, signals.shape)
-        p = coefficients.shape[0]
-        index = jnp.round(position * jnp.asarray(grid.shape)).astype(int) % jnp.asarray(grid.shape)
+@eqx.filter_jit
+def _functional_sample(model: FunctionalModel, key: PRNGKeyArray, num: int, grid: Grid) -> Sample:
+    """`FunctionalModel.sample`, compiled once per model structure, `num` and grid (sampled
+    op by op, a new grid or batch size costs some hundred small compiles)."""
+    skey, nkey = jr.split(key)
+    concept, position, amplitude = model.spike_parameters(skey, num)
+    coefficients = model.family.coefficients
 
-        def grid_codes(k, i, a):
-            return jnp.zeros((p,) + grid.shape).at[(k, *i.T)].add(a / grid.weight)
+    def signal_coefficients(k, t, a):
+        phases = model.family.shift_phases(t)  # (s, *freqs)
+        weighted = (a.reshape((-1,) + (1,) * model.family.ndim) * phases)[:, None]
+        return jnp.sum(coefficients[k] * weighted, axis=0)
 
-        codes = jax.vmap(grid_codes)(concept, index, amplitude)
-        return Sample(signals, codes, self.family(grid))
+    signals = model.family.evaluate(
+        jax.vmap(signal_coefficients)(concept, position, amplitude), grid
+    )
+    if model.noise > 0:
+        signals = signals + model.noise * jr.normal(nkey, signals.shape)
+    p = coefficients.shape[0]
+    index = jnp.round(position * jnp.asarray(grid.shape)).astype(int) % jnp.asarray(grid.shape)
+
+    def grid_codes(k, i, a):
+        return jnp.zeros((p,) + grid.shape).at[(k, *i.T)].add(a / grid.weight)
+
+    codes = jax.vmap(grid_codes)(concept, index, amplitude)
+    return Sample(signals, codes, model.family(grid))
 
 
 def _lattice(bandwidth: int, ndim: int) -> Int[Array, " d *freqs"]:
