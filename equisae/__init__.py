@@ -9,6 +9,7 @@ from . import (
     train as train,
 )
 from ._dead import resample_dead as resample_dead
+from ._debiased import Debiased as Debiased
 from ._dictionaries import (
     AbstractDictionary as AbstractDictionary,
     Convolutional as Convolutional,

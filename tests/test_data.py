@@ -121,3 +121,30 @@ def eqx_set(spectral, concepts):
 def test_bad_generative_settings_are_refused(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_incoherent_concepts_keep_their_pairwise_coherence_below_the_bound():
+    grid = eqs.Grid(64)
+    pool = data.bumps(jr.key(0), 24, spread=0.1)
+    assert eqs.metrics.mutual_coherence(pool(grid), shift_invariant=True) > 0.8
+    chosen = data.incoherent(pool, 4, grid, max_coherence=0.8)
+    assert chosen.coefficients.shape == (4,) + pool.coefficients.shape[1:]
+    cos, _ = eqs.metrics.cosine_similarity(
+        chosen(grid), chosen(grid), shift_invariant=True, upsample=8
+    )
+    np.fill_diagonal(cos, 0.0)
+    assert np.max(np.abs(cos)) <= 0.8
+    # greedy in the pool's order: the first concept of the pool is always kept
+    np.testing.assert_array_equal(chosen.coefficients[0], pool.coefficients[0])
+
+
+def test_incoherent_names_how_many_concepts_qualify_when_the_pool_is_too_small():
+    pool = data.asymmetric(jr.key(0), 8)
+    with pytest.raises(ValueError, match=r"only \d of the pool's 8 concepts"):
+        data.incoherent(pool, 8, eqs.Grid(128), max_coherence=0.8)
+
+
+@pytest.mark.parametrize("count,bound", [(0, 0.5), (-1, 0.5), (2, 0.0), (2, 1.5)])
+def test_incoherent_refuses_bad_settings(count, bound):
+    with pytest.raises(ValueError, match="count|max_coherence"):
+        data.incoherent(data.smooth(jr.key(0), 4), count, eqs.Grid(32), max_coherence=bound)

@@ -241,3 +241,62 @@ def test_alternating_minimisation_moves_the_dictionary_only_through_the_decoding
     np.testing.assert_allclose(codes, eqs.SAE(inner, dictionary).encode(x, grid), atol=1e-6)
     unrolled = eqx.filter_grad(loss)(eqs.SAE(eqs.Unrolled(eqs.SoftThreshold(0.2), 50), dictionary))
     assert not np.allclose(unrolled.dictionary.weight, grads.dictionary.weight, atol=1e-4)
+
+
+def _noiseless(kind):
+    grid, dictionary, noisy = _problem(kind)
+    if kind == "vector":
+        z = jnp.zeros(30).at[jnp.array([1, 7, 19])].set(jnp.array([1.5, -2.0, 1.0]))
+    else:
+        z = jnp.zeros((2, 16)).at[0, 3].set(16.0).at[1, 11].set(-24.0)
+    return grid, dictionary, dictionary(z, grid), z
+
+
+@pytest.mark.parametrize("kind", ["vector", "function"])
+def test_debiased_codes_undo_the_lasso_shrinkage_on_the_support(kind):
+    grid, dictionary, x, truth = _noiseless(kind)
+    lasso = eqs.Unrolled(eqs.SoftThreshold(0.3), 2000)
+    with jax.default_matmul_precision("highest"):
+        shrunk = _encode(lasso, x, dictionary, grid)
+        refit = _encode(eqs.Debiased(lasso, 20), x, dictionary, grid)
+    assert jnp.all((refit != 0) <= (shrunk != 0))  # the support is the encoder's
+    error = jnp.linalg.norm(x - dictionary(shrunk, grid)) / jnp.linalg.norm(x)
+    refit_error = jnp.linalg.norm(x - dictionary(refit, grid)) / jnp.linalg.norm(x)
+    assert error > 0.05
+    assert refit_error < 1e-3
+    np.testing.assert_allclose(refit, truth, atol=1e-3 * float(jnp.max(jnp.abs(truth))))
+
+
+def test_the_true_dictionary_is_a_stationary_point_of_the_debiased_reconstruction_loss():
+    grid, dictionary, x, _ = _noiseless("vector")
+    lasso = eqs.Unrolled(eqs.SoftThreshold(0.3), 300)
+
+    def loss(d, encoder):
+        return 0.5 * jnp.sum((x - d(encoder(x, d, grid), grid)) ** 2)
+
+    with jax.default_matmul_precision("highest"):
+        plain = eqx.filter_grad(loss)(dictionary, lasso)
+        debiased = eqx.filter_grad(loss)(dictionary, eqs.Debiased(lasso, 20))
+    size = jnp.linalg.norm(plain.weight)
+    assert size > 0.1
+    assert jnp.linalg.norm(debiased.weight) < 1e-3 * size
+
+
+def test_debiased_gradients_are_finite_when_the_support_is_empty_or_already_fitted():
+    grid, dictionary, x, _ = _noiseless("vector")
+
+    def loss(d, signal):
+        encoder = eqs.Debiased(eqs.Unrolled(eqs.SoftThreshold(0.3), 50), 10)
+        return jnp.sum(d(encoder(signal, d, grid), grid) ** 2)
+
+    for signal in (jnp.zeros_like(x), x):  # no support; CG done before its last iteration
+        grads = eqx.filter_grad(loss)(dictionary, signal)
+        assert jnp.all(jnp.isfinite(grads.weight))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match", [(dict(steps=0), "steps"), (dict(rtol=0.0), "rtol"), (dict(rtol=1.0), "rtol")]
+)
+def test_debiased_refuses_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        eqs.Debiased(eqs.Unrolled(eqs.SoftThreshold(0.1), 5), **kwargs)

@@ -31,4 +31,5 @@ from ._generative import (
     rough as rough,
     smooth as smooth,
 )
+from ._incoherent import incoherent as incoherent
 from ._pde import PDEData as PDEData, gaussian_random_field as gaussian_random_field
