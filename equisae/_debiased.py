@@ -28,6 +28,9 @@ class Debiased(AbstractEncoder):
     only the values. The iterations are unrolled, so gradients flow through them; CG stops
     moving once the residual on the support has fallen by `rtol` (the later iterations are
     the identity, with finite gradients). The diagnostics are the encoder's.
+
+    `multigrid_infer` takes an SAE with a `Debiased` encoder: the inner lasso coarse to fine,
+    to its tolerance, then the refit on the finest grid.
     """
 
     encoder: AbstractEncoder

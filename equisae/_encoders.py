@@ -458,7 +458,8 @@ class FixedPoint(_AbstractModelBased):
         if not isinstance(encoder, (Unrolled, FixedPoint)):
             raise ValueError(
                 "FixedPoint.from_encoder needs an Unrolled or FixedPoint encoder (one that "
-                f"solves the proximal-gradient problem), got {type(encoder).__name__}."
+                f"solves the proximal-gradient problem), got {type(encoder).__name__} (for a "
+                "Debiased one, pass its .encoder and wrap the result in Debiased again)."
             )
         if not tol > 0:
             raise ValueError(f"tol must be > 0, got {tol}.")

@@ -4,6 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from ._debiased import Debiased
 from ._dictionaries import AbstractDictionary, Lifted, Spectral
 from ._encoders import Diagnostics, FixedPoint, _is_lasso
 from ._grid import Grid, resample, resample_codes
@@ -114,11 +115,13 @@ def multigrid_infer(
     to a tolerance grow with the grid (the code mass of a spike, $a N$ at one point, builds up
     a bounded amount per step); warm-started, the finer levels only refine. The encoder is
     `FixedPoint.from_encoder(sae.encoder, tol=tol, max_steps=max_steps)`: the problem `sae`
-    was trained on, to the tolerance.
+    was trained on, to the tolerance. A `Debiased` encoder's inner problem is solved so, coarse
+    to fine, and its refit runs once, on `grid`, from the finest level's codes.
 
     **Arguments:**
 
-    - `sae`: an SAE with a spectral dictionary and an `Unrolled` or `FixedPoint` encoder.
+    - `sae`: an SAE with a spectral dictionary and an `Unrolled` or `FixedPoint` encoder, or
+      a `Debiased` one of those.
     - `x`: one signal of shape `(channels, *grid.shape)`; batches through `jax.vmap`.
     - `grid`: its grid.
     - `tol`: $> 0$, the tolerance of every level.
@@ -145,7 +148,9 @@ def multigrid_infer(
             if any(n > m for n, m in zip(level.shape, grid.shape)):
                 raise ValueError(f"level {level.shape} is finer than the grid {grid.shape}.")
         chain = tuple(levels) + (grid,)
-    model = sae.with_encoder(FixedPoint.from_encoder(sae.encoder, tol=tol, max_steps=max_steps))
+    debiased = sae.encoder if isinstance(sae.encoder, Debiased) else None
+    lasso = sae.encoder if debiased is None else debiased.encoder
+    model = sae.with_encoder(FixedPoint.from_encoder(lasso, tol=tol, max_steps=max_steps))
     encoder = model.encoder
     refine = refine if _is_lasso(encoder.sparsity, encoder.ridge) else None
     codes, previous, diagnostics, refined = None, None, [], []
@@ -158,7 +163,10 @@ def multigrid_infer(
                 lam = encoder.sparsity._lambda(init)
                 lifted, inner = model.dictionary.lift(signal / model.scale, level)
                 init, applications = refine(init, lifted, inner, level, lam)
-        reconstruction, codes, info = model.infer(signal, level, init)
+        here = model
+        if debiased is not None and level is chain[-1]:  # the refit, on the finest grid only
+            here = model.with_encoder(eqx.tree_at(lambda d: d.encoder, debiased, encoder))
+        reconstruction, codes, info = here.infer(signal, level, init)
         previous = level
         diagnostics.append(info)
         refined.append(applications)

@@ -212,6 +212,27 @@ def test_multigrid_reports_levels_that_did_not_converge():
     assert int(first.finest.steps) == int(diagnostics.steps[0, -1])
 
 
+def test_multigrid_with_a_debiased_encoder_refits_the_finest_codes_on_their_support():
+    """The lasso coarse to fine, then the refit on the finest grid: the support is the
+    lasso's, and the shrinkage is gone (the true dictionary reconstructs the signal)."""
+    model, sae = problem(0, 1, 32)
+    grid = eqs.Grid(64)
+    signals = model.sample(jr.key(1), 2, grid).signals
+    debiased = sae.with_encoder(eqs.Debiased(sae.encoder, 10))
+    plain_x, plain_z, _ = multigrid(sae, signals, grid)
+    refit_x, refit_z, info = multigrid(debiased, signals, grid)
+    assert bool(jnp.all(info.converged))
+    assert bool(jnp.all((refit_z != 0) <= (plain_z != 0)))
+    assert relative_error(plain_x, signals) > 0.02
+    assert relative_error(refit_x, signals) < 1e-3
+
+
+def test_from_encoder_points_a_debiased_encoder_to_its_inner_one():
+    inner = eqs.Unrolled(eqs.SoftThreshold(0.1), 5)
+    with pytest.raises(ValueError, match=r"pass its \.encoder"):
+        eqs.FixedPoint.from_encoder(eqs.Debiased(inner))
+
+
 @hypothesis.settings(max_examples=3)
 @hypothesis.given(seed=st.sampled_from([0, 1, 2]))
 def test_warm_started_iterations_on_a_16x_finer_grid_stay_within_2x_of_the_training_grid(seed):
