@@ -10,7 +10,7 @@ from ._grid import Grid
 
 
 def plot_atoms(
-    axes: Sequence[plt.Axes],
+    axes: Sequence[plt.Axes] | np.ndarray,
     atoms: Float[Array | np.ndarray, " p c *spatial"],
     grid: Grid,
     *,
@@ -18,9 +18,10 @@ def plot_atoms(
     label: str | None = None,
     color: str = "C0",
 ) -> None:
-    """Draw atom $k$ in `axes[k]`: a line per channel over $[0, 1)$ in 1-D (centred on the
-    origin of the periodic domain), an image of the first channel in 2-D, a stem plot of a
-    vector. With `reference`, the true atoms are drawn behind in grey (1-D and vectors)."""
+    """Draw atom $k$ in `axes[k]` (a sequence of axes, or the array `plt.subplots` returns):
+    a line per channel over $[0, 1)$ in 1-D (centred on the origin of the periodic domain), an
+    image of the first channel in 2-D, a line over the entries of a vector (atoms `(p, m)` on
+    `Grid(())`). With `reference`, the true atoms are drawn behind in grey (1-D and vectors)."""
     atoms = np.asarray(atoms)
     if grid.ndim > 2:
         raise ValueError(f"plot_atoms draws 0-, 1- and 2-D atoms, got a grid {grid.shape}.")
