@@ -26,8 +26,12 @@ class Debiased(AbstractEncoder):
     refit has no shrinkage; with the true dictionary and the true support a noiseless signal is
     reconstructed exactly. The encoder still chooses the support (and the sparsity), the refit
     only the values. The iterations are unrolled, so gradients flow through them; CG stops
-    moving once the residual on the support has fallen by `rtol` (the later iterations are
-    the identity, with finite gradients). The diagnostics are the encoder's.
+    moving once $\|r\|^2$ on the support, or the curvature $p^* D^*D p$ along its search
+    direction, falls to `rtol`$^2 \|r_0\|^2$ (the later iterations are the identity, with
+    finite gradients). A few steps also regularise: neighbouring grid points carry nearly
+    collinear atoms, and a refit run to convergence gives them large codes of opposite signs
+    (on bumps at n = 128, 50 steps gave twice the codes' $L^1$ norm of 10). The diagnostics
+    are the encoder's.
 
     `multigrid_infer` takes an SAE with a `Debiased` encoder: the inner lasso coarse to fine,
     to its tolerance, then the refit on the finest grid.
@@ -42,7 +46,8 @@ class Debiased(AbstractEncoder):
 
         - `encoder`: the encoder that chooses the support (e.g. `Unrolled`).
         - `steps`: iterations of conjugate gradients on the support.
-        - `rtol`: CG stops when $\\|r\\| \\le$ `rtol` $\\|r_0\\|$ on the support.
+        - `rtol`: CG stops when $\\|r\\| \\le$ `rtol` $\\|r_0\\|$ on the support (or the
+          curvature falls to that level).
         """
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ValueError(f"Debiased needs steps >= 1, got steps={steps}.")
