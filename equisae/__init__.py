@@ -71,6 +71,7 @@ from ._sparsity import (
     TopK as TopK,
 )
 from ._stopping import DictionarySettled as DictionarySettled
+from ._windowed import Windowed as Windowed
 from ._working_set import (
     WorkingSet as WorkingSet,
 )

@@ -12,6 +12,7 @@ FAMILIES = [
     "lifted_dense",
     "lifted_spectral",
     "tied_spectral",
+    "windowed_spectral",
 ]
 
 
@@ -26,6 +27,8 @@ def dictionary(family: str, grid: eqs.Grid, channels: int, concepts: int, modes,
         return eqs.Convolutional(grid, channels, concepts, width, key=k[0])
     if family == "spectral":
         return eqs.Spectral(grid, channels, concepts, modes, key=k[0])
+    if family == "windowed_spectral":  # localized concepts: half the domain per axis
+        return eqs.Windowed(eqs.Spectral(grid, channels, concepts, modes, key=k[0]), 0.5)
     if family == "tied_spectral":  # a learned lift per Fourier mode, c -> h, the same modes
         inner = eqs.Spectral(grid, channels, concepts, modes, key=k[0])
         return eqs.Tied(inner, eqs.SpectralConv(channels, h, inner.modes, key=k[1]))
