@@ -26,28 +26,46 @@ class Windowed(AbstractDictionary):
     grid (the window is in the domain's units, so on a finer grid it covers the same stretch
     of $\\Omega$), but it cannot spread an atom over the whole domain. That is the prior a
     CNN's narrow filters carry, and what full-width atoms lack on localized concepts: there
-    they can reconstruct the data with the wrong, spread-out shapes. The window cuts the
-    kernel on the grid, so the atoms are no longer band-limited (the cut adds a jump where an
-    atom is not zero at the edge). The convolution is computed with FFTs, $O(N \\log N)$.
+    they can reconstruct the data with the wrong, spread-out shapes. The window is closed:
+    width 0.5 on $n = 128$ keeps the 65 points at offsets $-32 \\dots 32$ (a CNN's 64 taps
+    cover $-32 \\dots 31$). It cuts the kernel on the grid, so the atoms are no longer
+    band-limited (the cut adds a jump where an atom is not zero at the edge).
+
+    Every application forms the $p$ windowed atoms from `inner` (for `Spectral`, $p$ inverse
+    transforms) and then convolves by FFTs, $O(p\\,c\\,N \\log N)$. The atoms are not
+    rescaled here: `normalise(grid)`, `init_from_data` and `fit` give them unit norm. The inner
+    dictionary must not have a lift of its own (`Lifted`, `Tied`): window the concepts and
+    lift outside, `Tied(Windowed(Spectral(...), w), A)`.
     """
 
     inner: AbstractDictionary
     width: tuple[float, ...] = eqx.field(static=True)
 
-    def __init__(self, inner: AbstractDictionary, width: float | Sequence[float]):
+    def __init__(
+        self, inner: AbstractDictionary, width: float | int | np.floating | Sequence[float]
+    ):
         """**Arguments:**
 
-        - `inner`: a dictionary with function codes (`Spectral`, `Convolutional`, ...); its
-          atoms on a grid are the kernels that the window cuts.
+        - `inner`: a dictionary with function codes (`Spectral`, `Convolutional`, ...) and no
+          lift of its own; its atoms on a grid are the kernels that the window cuts.
         - `width`: the window's width per axis as a fraction of the domain, in (0, 1]
-          (a float for every axis); 1 keeps the whole domain.
+          (a number for every axis); 1 keeps the whole domain.
+
+        **Raises:** `ValueError` for a width outside (0, 1] and for a lifted inner dictionary;
+        a dictionary with vector codes is refused on first use (its code shape needs a grid).
         """
-        widths = (width,) if isinstance(width, (int, float, np.floating)) else tuple(width)
+        widths = (width,) if np.ndim(width) == 0 else tuple(width)
         for w in widths:
             if not 0.0 < float(w) <= 1.0:
                 raise ValueError(
                     f"Windowed needs every width in (0, 1] (a fraction of the domain), got {width}."
                 )
+        if type(inner).lift is not AbstractDictionary.lift:
+            raise ValueError(
+                f"Windowed cannot keep the lift of a {type(inner).__name__} dictionary (inference "
+                "would drop it): window its concepts and lift outside, "
+                "e.g. Tied(Windowed(Spectral(...), width), lift)."
+            )
         self.inner = inner
         self.width = tuple(float(w) for w in widths)
 
@@ -84,7 +102,8 @@ class Windowed(AbstractDictionary):
         return jnp.asarray(inside, float)
 
     def kernels(self, grid: Grid) -> Float[Array, " p c *spatial"]:
-        """The windowed atoms $w\\,\\kappa_k$ on `grid`."""
+        """The windowed atoms $w\\,\\kappa_k$ on `grid`, concepts first (`Convolutional.kernels`
+        puts the channels first)."""
         return self.inner.atoms(grid) * self.window(grid)
 
     def multipliers(self, grid: Grid) -> Complex[Array, " p c *half"]:
