@@ -68,9 +68,9 @@ with a concept that another atom already matches). XLA's persistent compilation 
 read, as it is for anyone who runs many fits; alphacsc's numba compilation is paid once per
 process, outside the times.
 
-    python benchmarks/recovery_families.py --seeds 0 1 2 --families smooth rough bumps gabor \
-        asymmetric vectors                                 # 32 minutes on 2 idle cores
     python benchmarks/recovery_families.py --families smooth rough bumps gabor asymmetric vectors
+        # the 5 seeds of RESULTS.md: 22.5 minutes on 2 idle cores (AMD EPYC, 2026-12-04;
+        # 3 seeds took 32 minutes on the slower machine of 2026-12-03)
 
 The 2-D SAE-FNO is the slow part: with every mode of 32², `Spectral`'s transforms by matrix
 products cost O(N K) = O(N^2) per atom, and one training of 300 steps took 468 s against
