@@ -113,6 +113,38 @@ def _multiply_normal(multipliers: Array, x_hat: Array) -> Array:
     return jnp.einsum("ij...,j...->i...", gram, x_hat)
 
 
+class _AbstractFFTConvolution(AbstractDictionary):
+    """A dictionary of circular convolutions with function codes, applied by FFTs from its
+    multipliers $\hat\kappa_k(f)$: $\widehat{D z} = \sum_k \hat\kappa_k \hat z_k$ and
+    $D^*$, $D^*D$ frequency by frequency, $O(N \log N)$. Subclasses give `multipliers`."""
+
+    @abc.abstractmethod
+    def multipliers(self, grid: Grid) -> Complex[Array, " p c *half"]:
+        """The Fourier coefficients of the atoms on `grid` (`norm="forward"`)."""
+
+    def _fft(self, x: Array) -> Array:
+        return jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
+
+    def _ifft(self, x_hat: Array, grid: Grid) -> Array:
+        return jnp.fft.irfftn(x_hat, s=grid.shape, axes=tuple(range(1, x_hat.ndim)), norm="forward")
+
+    def __call__(
+        self, codes: Float[Array, " p *spatial"], grid: Grid
+    ) -> Float[Array, " c *spatial"]:
+        grid.check(codes, "codes", self.concepts)
+        return self._ifft(_multiply(self.multipliers(grid), self._fft(codes)), grid)
+
+    def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* x = \sum_c \bar{\hat\kappa}_{kc} \hat x_c$ in Fourier (a correlation)."""
+        grid.check(x, "signal", self.channels)
+        return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
+
+    def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
+        """$D^* D z$ frequency by frequency: one forward and one inverse FFT."""
+        grid.check(codes, "codes", self.concepts)
+        return self._ifft(_multiply_normal(self.multipliers(grid), self._fft(codes)), grid)
+
+
 class Dense(AbstractDictionary):
     """The dictionary of a plain SAE: $p$ atoms, each a function on a fixed grid, stored as the
     columns of a matrix of shape `(channels * grid.size, p)`. Codes have shape `(p,)`.
@@ -163,7 +195,7 @@ class Dense(AbstractDictionary):
         return self.weight.T.reshape((self.concepts, self.channels) + grid.shape)
 
 
-class Convolutional(AbstractDictionary):
+class Convolutional(_AbstractFFTConvolution):
     """The dictionary of an SAE-CNN: atom $k$ is the circular convolution with a filter of
     `width` grid points per axis, $D z = \\sum_k \\kappa_k * z_k$ with the quadrature-weighted
     convolution $(\\kappa * z)(s_i) = \\frac1N \\sum_j \\kappa(s_j)\\, z(s_i - s_j)$.
@@ -229,28 +261,6 @@ class Convolutional(AbstractDictionary):
         (`norm="forward"`, so that $\\widehat{D z} = \\sum_k \\hat\\kappa_k \\hat z_k$)."""
         axes = tuple(range(2, 2 + grid.ndim))
         return jnp.swapaxes(jnp.fft.rfftn(self.kernels(grid), axes=axes, norm="forward"), 0, 1)
-
-    def _fft(self, x: Array) -> Array:
-        return jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
-
-    def _ifft(self, x_hat: Array, grid: Grid) -> Array:
-        return jnp.fft.irfftn(x_hat, s=grid.shape, axes=tuple(range(1, x_hat.ndim)), norm="forward")
-
-    def __call__(
-        self, codes: Float[Array, " p *spatial"], grid: Grid
-    ) -> Float[Array, " c *spatial"]:
-        grid.check(codes, "codes", self.concepts)
-        return self._ifft(_multiply(self.multipliers(grid), self._fft(codes)), grid)
-
-    def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* x = \\sum_c \\bar{\\hat\\kappa}_{kc} \\hat x_c$ in Fourier (a correlation)."""
-        grid.check(x, "signal", self.channels)
-        return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
-
-    def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* D z$ frequency by frequency: one forward and one inverse FFT."""
-        grid.check(codes, "codes", self.concepts)
-        return self._ifft(_multiply_normal(self.multipliers(grid), self._fft(codes)), grid)
 
     def code_shape(self, grid: Grid) -> tuple[int, ...]:
         return (self.concepts,) + grid.shape

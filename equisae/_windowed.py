@@ -5,16 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
-from ._dictionaries import (
-    AbstractDictionary,
-    _multiply,
-    _multiply_normal,
-    _multiply_transpose,
-)
+from ._dictionaries import AbstractDictionary, _AbstractFFTConvolution
 from ._grid import Grid
 
 
-class Windowed(AbstractDictionary):
+class Windowed(_AbstractFFTConvolution):
     """Localized atoms: the convolution with the atoms of `inner` cut to a window of `width`
     (a fraction of the domain per axis) around the origin,
     $D z = \\sum_k (w\\,\\kappa_k) * z_k$ with $\\kappa_k$ = `inner.atoms(grid)[k]` and
@@ -110,28 +105,6 @@ class Windowed(AbstractDictionary):
         """The Fourier coefficients of the windowed atoms (`norm="forward"`)."""
         axes = tuple(range(2, 2 + grid.ndim))
         return jnp.fft.rfftn(self.kernels(grid), axes=axes, norm="forward")
-
-    def _fft(self, x: Array) -> Array:
-        return jnp.fft.rfftn(x, axes=tuple(range(1, x.ndim)), norm="forward")
-
-    def _ifft(self, x_hat: Array, grid: Grid) -> Array:
-        return jnp.fft.irfftn(x_hat, s=grid.shape, axes=tuple(range(1, x_hat.ndim)), norm="forward")
-
-    def __call__(
-        self, codes: Float[Array, " p *spatial"], grid: Grid
-    ) -> Float[Array, " c *spatial"]:
-        grid.check(codes, "codes", self.concepts)
-        return self._ifft(_multiply(self.multipliers(grid), self._fft(codes)), grid)
-
-    def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* x$, a correlation with the windowed atoms, in Fourier."""
-        grid.check(x, "signal", self.channels)
-        return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
-
-    def normal(self, codes: Float[Array, " p *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* D z$ frequency by frequency."""
-        grid.check(codes, "codes", self.concepts)
-        return self._ifft(_multiply_normal(self.multipliers(grid), self._fft(codes)), grid)
 
     def code_shape(self, grid: Grid) -> tuple[int, ...]:
         return self.inner.code_shape(grid)
