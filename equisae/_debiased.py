@@ -26,8 +26,8 @@ class Debiased(AbstractEncoder):
     refit has no shrinkage; with the true dictionary and the true support a noiseless signal is
     reconstructed exactly. The encoder still chooses the support (and the sparsity), the refit
     only the values. The iterations are unrolled, so gradients flow through them; CG stops
-    moving once $\|r\|^2$ on the support, or the curvature $p^* D^*D p$ along its search
-    direction, falls to `rtol`$^2 \|r_0\|^2$ (the later iterations are the identity, with
+    moving once $\\|r\\|^2$ on the support, or the curvature $p^* D^*D p$ along its search
+    direction, falls to `rtol`$^2 \\|r_0\\|^2$ (the later iterations are the identity, with
     finite gradients). A few steps also regularise: neighbouring grid points carry nearly
     collinear atoms, and a refit run to convergence gives them large codes of opposite signs
     (on bumps at n = 128, 50 steps gave twice the codes' $L^1$ norm of 10). The diagnostics

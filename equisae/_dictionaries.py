@@ -115,8 +115,8 @@ def _multiply_normal(multipliers: Array, x_hat: Array) -> Array:
 
 class _AbstractFFTConvolution(AbstractDictionary):
     """A dictionary of circular convolutions with function codes, applied by FFTs from its
-    multipliers $\hat\kappa_k(f)$: $\widehat{D z} = \sum_k \hat\kappa_k \hat z_k$ and
-    $D^*$, $D^*D$ frequency by frequency, $O(N \log N)$. Subclasses give `multipliers`."""
+    multipliers $\\hat\\kappa_k(f)$: $\\widehat{D z} = \\sum_k \\hat\\kappa_k \\hat z_k$ and
+    $D^*$, $D^*D$ frequency by frequency, $O(N \\log N)$. Subclasses give `multipliers`."""
 
     @abc.abstractmethod
     def multipliers(self, grid: Grid) -> Complex[Array, " p c *half"]:
@@ -135,7 +135,7 @@ class _AbstractFFTConvolution(AbstractDictionary):
         return self._ifft(_multiply(self.multipliers(grid), self._fft(codes)), grid)
 
     def adjoint(self, x: Float[Array, " c *spatial"], grid: Grid) -> Float[Array, " p *spatial"]:
-        """$D^* x = \sum_c \bar{\hat\kappa}_{kc} \hat x_c$ in Fourier (a correlation)."""
+        """$D^* x = \\sum_c \\bar{\\hat\\kappa}_{kc} \\hat x_c$ in Fourier (a correlation)."""
         grid.check(x, "signal", self.channels)
         return self._ifft(_multiply_transpose(self.multipliers(grid), self._fft(x)), grid)
 

@@ -76,3 +76,16 @@ def test_every_public_name_is_in_the_api_reference():
         if f"{_home(getattr(MODULES[module], name))}.{name}" not in documented
     ]
     assert not missing, f"not in docs/api: {missing}"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((pathlib.Path(__file__).parents[1] / "equisae").rglob("*.py")), ids=str
+)
+def test_the_sources_have_no_invalid_escapes(path):
+    """Docstrings hold LaTeX: a single backslash is an escape (`\\b` in `\\bar` is a backspace,
+    `\\|` a SyntaxWarning on Python 3.12), so the maths must be written `\\\\bar`."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compile(path.read_text(), str(path), "exec")
