@@ -25,8 +25,12 @@ def init_from_data(
     """A copy of `dictionary` whose atoms start from the data (a data-driven start, as
     scikit-learn's dictionary learning and alphacsc's `"chunk"` start do), for every family.
 
-    Each concept draws its own example (without replacement, among the examples with non-zero
-    energy). For dictionaries with function codes (`Convolutional`, `Spectral`, and lifted
+    Each concept draws its own example, among the examples with non-zero energy, spread out as
+    k-means++ spreads its centres: from a pool of up to 16 examples per concept, the first
+    uniformly and each next with probability proportional to $(1 - c)^2$, $c$ its largest
+    $|\\cos|$ with those drawn (over circular shifts for function codes), so that two atoms
+    rarely start on the same concept (with one event per example, every example is a shifted
+    concept). For dictionaries with function codes (`Convolutional`, `Spectral`, and lifted
     ones) the example is then shifted circularly so that a point drawn with probability
     proportional to its energy $\\sum_c x_c(s)^2$ sits at the origin, where the atoms are
     centred: the window lands on an event of the example, not on an empty stretch of it. With
@@ -85,15 +89,61 @@ def init_from_data(
             f"init_from_data needs at least as many examples of non-zero energy as concepts "
             f"({p}); the data hold {positive.sum()} (of {len(energy)} examples)."
         )
-    example_key, point_key = jr.split(key)
-    chosen = jr.choice(
-        example_key, len(energy), (p,), replace=False, p=jnp.asarray(positive / positive.sum())
+    pool_key, example_key, point_key = jr.split(key, 3)
+    pool = jr.choice(
+        pool_key,
+        len(energy),
+        (min(int(positive.sum()), _POOL * p),),
+        replace=False,
+        p=jnp.asarray(positive / positive.sum()),
     )
+    pool = np.sort(np.asarray(pool))
+    spread = _spread_out(jnp.asarray(np.asarray(data[pool])), p, function_codes, example_key)
+    chosen = pool[np.asarray(spread)]
     targets = jnp.asarray(np.asarray(data[np.sort(np.asarray(chosen))]))
     targets = targets[jnp.argsort(jnp.argsort(chosen))]  # back in the order drawn
     if function_codes:
         targets = jax.vmap(_centre, in_axes=(0, 0, None))(targets, jr.split(point_key, p), window)
     return _project(dictionary, targets, grid)
+
+
+_POOL = 16  # candidate examples per concept for the spread-out choice
+
+
+def _spread_out(candidates: Array, count: int, shifts: bool, key: PRNGKeyArray) -> Array:
+    """Indices of `count` distinct candidates, chosen as k-means++ seeds its centres: the
+    first uniformly, each next with probability proportional to $(1 - c_i)^2$, where $c_i$ is
+    the largest coherence of candidate $i$ with those already chosen ($|\\cos|$, over
+    circular shifts for function codes). Examples that are copies of a chosen one (the same
+    event elsewhere) are then unlikely picks."""
+    flat = candidates.reshape(candidates.shape[0], candidates.shape[1], -1)
+    flat_unit = flat / jnp.sqrt(jnp.sum(flat**2, axis=(1, 2), keepdims=True))
+    spatial = candidates.shape[2:]
+    unit = flat_unit.reshape(candidates.shape)
+    spectra = jnp.fft.rfftn(unit, axes=tuple(range(2, unit.ndim))) if shifts else None
+
+    def coherence(i):  # (candidates,): |cos| with candidate i, at the best shift for functions
+        if not shifts:
+            return jnp.abs(jnp.sum(flat_unit * flat_unit[i], axis=(1, 2)))
+        cross = jnp.sum(spectra * jnp.conj(spectra[i]), axis=1)  # (candidates, *frequencies)
+        correlation = jnp.fft.irfftn(cross, s=spatial, axes=tuple(range(1, 1 + len(spatial))))
+        return jnp.max(jnp.abs(correlation.reshape(len(flat_unit), -1)), axis=1)
+
+    def pick(i, state):
+        chosen, closest, key = state
+        key, sub = jr.split(key)
+        weight = jnp.where(jnp.isin(jnp.arange(len(flat_unit)), chosen), 0.0, (1.0 - closest) ** 2)
+        weight = jnp.maximum(weight, 0.0)
+        free = jnp.where(jnp.isin(jnp.arange(len(flat_unit)), chosen), 0.0, 1.0)
+        weight = jnp.where(jnp.sum(weight) > 0, weight, free)
+        nxt = jr.choice(sub, len(flat_unit), p=weight / jnp.sum(weight))
+        return chosen.at[i].set(nxt), jnp.maximum(closest, coherence(nxt)), key
+
+    first_key, key = jr.split(key)
+    first = jr.randint(first_key, (), 0, len(flat_unit))
+    chosen = jnp.full((count,), -1, jnp.int32).at[0].set(first)
+    chosen, _, _ = jax.lax.fori_loop(1, count, pick, (chosen, coherence(first), key))
+    return chosen
 
 
 def _check_data(dictionary: AbstractDictionary, data, grid: Grid | None) -> Grid:
