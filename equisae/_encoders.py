@@ -512,6 +512,13 @@ class Alternating(AbstractEncoder):
     objective itself as the loss this is the exact gradient at the optimum (the envelope
     theorem); a different outer loss (an `l1` term, a learned threshold) sees no gradient from
     the codes.
+
+    The recommended training of function SAEs is
+    `Alternating(Debiased(Unrolled(SoftThreshold(0.5), 100), 10))` with `SAELoss()`: over the
+    families benchmark it recovers more concepts than backpropagation through the same
+    inference, and faster. It needs accurate codes (25 FISTA steps lose most of the gain) and
+    a spread-out start (`init_from_data`): it does not move an atom from a concept that two
+    atoms share to one that none has.
     """
 
     encoder: AbstractEncoder

@@ -26,14 +26,15 @@ def init_from_data(
     scikit-learn's dictionary learning and alphacsc's `"chunk"` start do), for every family.
 
     Each concept draws its own example, among the examples with non-zero energy, spread out as
-    k-means++ spreads its centres: from a pool of up to 16 examples per concept, the first
-    uniformly and each next with probability proportional to $(1 - c)^2$, $c$ its largest
-    $|\\cos|$ with those drawn (over circular shifts for function codes), so that two atoms
-    rarely start on the same concept (with one event per example, every example is a shifted
-    concept). For dictionaries with function codes (`Convolutional`, `Spectral`, and lifted
-    ones) the example is then shifted circularly so that a point drawn with probability
-    proportional to its energy $\\sum_c x_c(s)^2$ sits at the origin, where the atoms are
-    centred: the window lands on an event of the example, not on an empty stretch of it. With
+    k-means++ spreads its centres: from a pool of up to 16 examples per concept (at most 4096
+    unless the dictionary has more concepts), the first uniformly and each next with
+    probability proportional to $(1 - c)^2$, $c$ its largest $|\\cos|$ with those drawn (over
+    circular shifts for function codes), so that two atoms rarely start on the same concept
+    (with one event per example, every example is a shifted concept). For dictionaries with
+    function codes (`Convolutional`, `Spectral`, and lifted ones) the example is then shifted
+    circularly so that a point drawn with probability proportional to its energy
+    $\\sum_c x_c(s)^2$ sits at the origin, where the atoms are centred: the window lands on an
+    event of the example, not on an empty stretch of it. With
     `width`, everything outside a window of `width` grid points per axis around the origin is
     set to zero.
 
@@ -90,16 +91,16 @@ def init_from_data(
             f"({p}); the data hold {positive.sum()} (of {len(energy)} examples)."
         )
     pool_key, example_key, point_key = jr.split(key, 3)
+    size = min(int(positive.sum()), max(p, min(_POOL * p, _MAX_POOL)))
     pool = jr.choice(
-        pool_key,
-        len(energy),
-        (min(int(positive.sum()), _POOL * p),),
-        replace=False,
-        p=jnp.asarray(positive / positive.sum()),
+        pool_key, len(energy), (size,), replace=False, p=jnp.asarray(positive / positive.sum())
     )
     pool = np.sort(np.asarray(pool))
-    spread = _spread_out(jnp.asarray(np.asarray(data[pool])), p, function_codes, example_key)
-    chosen = pool[np.asarray(spread)]
+    if size == p:  # no choice left: every candidate is an atom
+        chosen = np.asarray(jr.permutation(example_key, pool))
+    else:
+        spread = _spread_out(jnp.asarray(np.asarray(data[pool])), p, function_codes, example_key)
+        chosen = pool[np.asarray(spread)]
     targets = jnp.asarray(np.asarray(data[np.sort(np.asarray(chosen))]))
     targets = targets[jnp.argsort(jnp.argsort(chosen))]  # back in the order drawn
     if function_codes:
@@ -107,7 +108,10 @@ def init_from_data(
     return _project(dictionary, targets, grid)
 
 
-_POOL = 16  # candidate examples per concept for the spread-out choice
+# candidate examples per concept for the spread-out choice, and at most this many in all (the
+# choice costs O(concepts x pool) correlations; a large vector dictionary keeps its memory)
+_POOL = 16
+_MAX_POOL = 4096
 
 
 def _spread_out(candidates: Array, count: int, shifts: bool, key: PRNGKeyArray) -> Array:
@@ -132,10 +136,9 @@ def _spread_out(candidates: Array, count: int, shifts: bool, key: PRNGKeyArray) 
     def pick(i, state):
         chosen, closest, key = state
         key, sub = jr.split(key)
-        weight = jnp.where(jnp.isin(jnp.arange(len(flat_unit)), chosen), 0.0, (1.0 - closest) ** 2)
-        weight = jnp.maximum(weight, 0.0)
         free = jnp.where(jnp.isin(jnp.arange(len(flat_unit)), chosen), 0.0, 1.0)
-        weight = jnp.where(jnp.sum(weight) > 0, weight, free)
+        weight = free * (1.0 - closest) ** 2
+        weight = jnp.where(jnp.sum(weight) > 0, weight, free)  # every candidate a copy: uniform
         nxt = jr.choice(sub, len(flat_unit), p=weight / jnp.sum(weight))
         return chosen.at[i].set(nxt), jnp.maximum(closest, coherence(nxt)), key
 

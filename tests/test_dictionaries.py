@@ -288,6 +288,14 @@ def test_the_spread_out_start_of_vector_atoms_skips_copies_of_chosen_examples():
         assert np.all(np.max(cos[:3, 3:], axis=0) > 0.9999), cos
 
 
+def test_as_many_examples_as_concepts_start_every_atom_on_its_own_example():
+    grid = eqs.Grid(())
+    data = jr.normal(jr.key(0), (5, 7))
+    started = eqs.init_from_data(eqs.Dense(grid, 7, 5, key=jr.key(1)), data, key=jr.key(2))
+    cos = np.abs(_cosines(np.concatenate([np.asarray(started.atoms(grid)), np.asarray(data)])))
+    np.testing.assert_allclose(np.max(cos[:5, 5:], axis=0), 1.0, rtol=1e-5)
+
+
 def _cosines(atoms):
     a = np.asarray(atoms).reshape(atoms.shape[0], -1)
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
