@@ -16,9 +16,8 @@ term in the outer loss. The function SAEs use the one default that
 `benchmarks/recovery_families.py` runs on every family of functions: 100 FISTA steps at
 lambda = 0.5, the codes refitted on their support (`eqs.Debiased`) and held constant for the
 gradient (`eqs.Alternating`: alternating minimisation, the loss the reconstruction alone).
-Learned atoms are matched
-to the true ones one to one, up to sign and (for functions) shift, with shifts searched on a
-grid 8 times finer.
+Learned atoms are matched to the true ones one to one, up to sign and (for functions) shift,
+with shifts searched on a grid 8 times finer.
 
     python examples/recovery.py            # about 1-2.5 minutes on 2 CPU cores
     python examples/recovery.py --out DIR  # where the figure goes (default: outputs/)
