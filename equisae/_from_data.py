@@ -95,14 +95,12 @@ def init_from_data(
     pool = jr.choice(
         pool_key, len(energy), (size,), replace=False, p=jnp.asarray(positive / positive.sum())
     )
-    pool = np.sort(np.asarray(pool))
+    candidates = jnp.asarray(np.asarray(data[np.sort(np.asarray(pool))]))  # one read, in order
     if size == p:  # no choice left: every candidate is an atom
-        chosen = np.asarray(jr.permutation(example_key, pool))
+        order = jr.permutation(example_key, size)
     else:
-        spread = _spread_out(jnp.asarray(np.asarray(data[pool])), p, function_codes, example_key)
-        chosen = pool[np.asarray(spread)]
-    targets = jnp.asarray(np.asarray(data[np.sort(np.asarray(chosen))]))
-    targets = targets[jnp.argsort(jnp.argsort(chosen))]  # back in the order drawn
+        order = _spread_out(candidates, p, function_codes, example_key)
+    targets = candidates[order]  # in the order drawn
     if function_codes:
         targets = jax.vmap(_centre, in_axes=(0, 0, None))(targets, jr.split(point_key, p), window)
     return _project(dictionary, targets, grid)
