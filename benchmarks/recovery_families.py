@@ -35,7 +35,9 @@ those codes, as classical convolutional dictionary learning does); ONE set of se
   to half the domain around the origin (`eqs.Windowed(..., 0.5)`: n/2 + 1 points, about the
   support of the SAE-CNN's n/2 taps);
 - lifted SAE-FNO: the same inside `Tied(..., whitening(signals, grid, modes=all))`, the lift
-  set from the training data and fixed (a preconditioner of inference);
+  set from the training data and fixed (a preconditioner of inference), with its default
+  floor (no mode amplified more than 0.1^(-1/2) times the strongest: exact whitening
+  amplifies the modes near the Nyquist mode, which hold almost nothing, and recovered 0.00);
 - SAE-CNN: `Convolutional` filters half the domain wide, twice as many as concepts;
 - SAE (`Dense`) on vectors, the recipe of `examples/recovery.py`.
 

@@ -131,13 +131,27 @@ def test_whitening_inverts_the_data_covariance_and_keeps_its_energy():
     np.testing.assert_allclose(energy, jnp.mean(jnp.sum(x**2, axis=1)), rtol=1e-4)
 
 
-def test_spectral_whitening_flattens_the_spectrum_of_function_data():
+def test_spectral_whitening_with_a_small_floor_flattens_the_spectrum_of_function_data():
     grid = eqs.Grid(32)
     concepts = eqs.data.smooth(jr.key(0), 3, bandwidth=6)
     x = eqs.data.FunctionalModel(concepts, spikes=2).sample(jr.key(1), 256, grid).signals
-    lift = eqs.whitening(x, grid, modes=7)
+    lift = eqs.whitening(x, grid, modes=7, floor=1e-6)
     spectrum = jnp.mean(jnp.abs(jax.vmap(lift.layer.to_modes)(jax.vmap(lift)(x))) ** 2, axis=0)
     assert float(jnp.max(spectrum) / jnp.min(spectrum)) < 1.01
+
+
+@pytest.mark.parametrize("floor", [None, 1e-2, 1e-6])
+def test_spectral_whitening_amplifies_no_mode_beyond_its_floor(floor):
+    """Band-limited data (modes <= 6) whitened at every mode of the grid: the modes past the
+    band hold only rounding, and the largest multiplier is at most floor^(-1/2) times the
+    smallest (the default floor of a spectral lift is 0.1), over all modes together."""
+    grid = eqs.Grid(32)
+    concepts = eqs.data.smooth(jr.key(0), 3, bandwidth=6)
+    x = eqs.data.FunctionalModel(concepts, spikes=2).sample(jr.key(1), 256, grid).signals
+    lift = eqs.whitening(x, grid, modes=17, floor=floor)
+    gain = jnp.hypot(*lift.layer.weight[:, 0, 0])  # |A(f)| per mode
+    bound = (0.1 if floor is None else floor) ** -0.5
+    assert float(jnp.max(gain) / jnp.min(gain)) <= bound * (1 + 1e-4)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -186,6 +200,9 @@ def test_bad_tied_liftings_are_refused():
         eqs.whitening(jnp.zeros((4, 8)), VECTOR)
     with pytest.raises(ValueError, match="resolve"):
         eqs.whitening(jnp.ones((4, 1, 8)), eqs.Grid(8), modes=6)
+    for floor in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="floor must be in"):
+            eqs.whitening(jnp.ones((4, 1, 8)), eqs.Grid(8), modes=3, floor=floor)
 
 
 def _range_condition(gram):

@@ -121,7 +121,9 @@ def tied_lift(setting: str, how: str, grid: eqs.Grid, train, key):
     one channel is a scalar and cannot precondition)."""
     modes = BANDWIDTH + 1 if setting == "functions" else None
     if how == "whitened":
-        return eqs.whitening(train, grid, modes=modes)
+        # exact whitening (floor 1e-6): the kept modes are the data's band, none of them
+        # near zero (the default spectral floor, 0.1, is for lifts of every mode)
+        return eqs.whitening(train, grid, modes=modes, floor=1e-6)
     if modes is None:
         lift = eqs.Pointwise(M, M, key=key)
         weight = jr.normal(key, (M, M)) / np.sqrt(M) if how == "random" else jnp.eye(M)
