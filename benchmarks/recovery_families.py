@@ -75,9 +75,13 @@ process, outside the times.
         # the 5 seeds of RESULTS.md: 22.5 minutes on 2 idle cores (AMD EPYC, 2026-12-04;
         # 3 seeds took 32 minutes on the slower machine of 2026-12-03)
 
-The 2-D SAE-FNO is the slow part: with every mode of 32², `Spectral`'s transforms by matrix
-products cost O(N K) = O(N^2) per atom, and one training of 300 steps took 468 s against
-about 30 s in 1-D (and SPORCO's 2-D fit 45 s).
+    python benchmarks/recovery_families.py --families bumps-2d --seeds 0
+        # the 2-D family of RESULTS.md: 18.9 minutes (2026-12-07)
+
+The 2-D models are the slow part: one training of 300 steps on 32² takes 120-160 s on 2 cores
+(AMD EPYC, 2026-12-07) against 5-10 s in 1-D, and SPORCO's 2-D fit 16-19 s; every family with
+5 seeds (the default) takes well over an hour.
+
     python benchmarks/recovery_families.py --quick         # a smoke run, numbers meaningless
     python benchmarks/recovery_families.py --families bumps vectors --seeds 0 1 --no-record
 
