@@ -72,8 +72,8 @@ read, as it is for anyone who runs many fits; alphacsc's numba compilation is pa
 process, outside the times.
 
     python benchmarks/recovery_families.py --families smooth rough bumps gabor asymmetric vectors
-        # the 5 seeds of RESULTS.md: 22.5 minutes on 2 idle cores (AMD EPYC, 2026-12-04;
-        # 3 seeds took 32 minutes on the slower machine of 2026-12-03)
+        # the 5 seeds of RESULTS.md: 44.4 minutes with the lifted SAE-FNO on every problem
+        # (2026-12-07, 2 cores; 22.5 minutes without it on the faster machine of 2026-12-04)
 
     python benchmarks/recovery_families.py --families bumps-2d --seeds 0
         # the 2-D family of RESULTS.md: 18.9 minutes (2026-12-07)
@@ -378,9 +378,8 @@ def run_sae(model: str, problem: Problem, sizes: Sizes) -> dict:
 
 
 def learned_atoms(sae: eqs.SAE, grid: eqs.Grid) -> np.ndarray:
-    """The concepts of a trained SAE (of a tied one, the inner dictionary's)."""
-    learned = sae.dictionary.inner if isinstance(sae.dictionary, eqs.Tied) else sae.dictionary
-    return np.asarray(learned.atoms(grid))
+    """The concepts of a trained SAE (of a tied one, its atoms in data space, $D$)."""
+    return np.asarray(sae.dictionary.atoms(grid))
 
 
 def explained_variance(sae: eqs.SAE, problem: Problem) -> float:
